@@ -1,0 +1,153 @@
+"""Index one DICOM file: header facts, frame table and frame positions, no pixel decoding."""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from tileserver.dicom.frame_table import (
+    FRAME_DTYPE,
+    FrameArray,
+    FrameTable,
+    encapsulated_table,
+    native_table,
+)
+from tileserver.dicom.header import InstanceHeader, parse_header, read_header
+from tileserver.dicom.pixeldata import read_pixel_data_element, walk_fragments
+from tileserver.dicom.tiling import PositionArray, shared_z_offset, sparse_positions
+from tileserver.errors import CorruptSlideError, SlideError, UnsupportedError
+from tileserver.formats import TRANSFER_SYNTAXES, TransferSyntax
+
+#: Codestream starts by media type, for a cheap sanity check of the first frame.
+_SIGNATURES = {
+    "image/jpeg": (b"\xff\xd8",),
+    "image/jp2": (b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP"),
+    "image/jphc": (b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP"),
+    "image/jls": (b"\xff\xd8",),
+}
+
+_PHOTOMETRIC = {
+    "image/jpeg": {"YBR_FULL_422", "YBR_FULL", "RGB", "MONOCHROME2", "MONOCHROME1"},
+    "image/jls": {"RGB", "MONOCHROME2", "MONOCHROME1"},
+    "application/octet-stream": {"RGB", "YBR_FULL", "MONOCHROME2", "MONOCHROME1"},
+    "image/dicom-rle": {"RGB", "YBR_FULL", "MONOCHROME2", "MONOCHROME1"},
+}
+_J2K_LOSSLESS_PHOTOMETRIC = {"YBR_RCT", "RGB", "MONOCHROME2", "MONOCHROME1"}
+_J2K_LOSSY_PHOTOMETRIC = {"YBR_ICT", "RGB", "MONOCHROME2", "MONOCHROME1"}
+
+
+@dataclass(frozen=True)
+class IndexedInstance:
+    """Everything the catalog stores about one file."""
+
+    path: str
+    file_size: int
+    mtime_ns: int
+    header: InstanceHeader
+    frames: FrameTable
+    positions: PositionArray | None  # None for TILED_FULL: positions follow from the order
+    z_base: float
+
+    @property
+    def warnings(self) -> list[str]:
+        return [*self.header.warnings, *self.frames.notes]
+
+
+def index_instance(path: str | Path) -> IndexedInstance:
+    """Index ``path``; raises a ``SlideError`` (or ``UnsupportedError``) saying why not."""
+    path = Path(path)
+    stat = path.stat()
+    if stat.st_size == 0:
+        raise SlideError("empty file")
+    with path.open("rb") as fp:
+        ds, tag_offset = read_header(fp, path)
+        header = parse_header(ds)
+        syntax = _syntax(header.transfer_syntax)
+        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            frames = _frame_table(mm, ds, header, syntax, tag_offset, stat.st_size)
+            _check_consistency(mm, header, syntax, frames)
+    notes = frames.notes
+    positions = None
+    if header.dimension_organization != "TILED_FULL":
+        positions = sparse_positions(ds, header, notes)
+    return IndexedInstance(
+        str(path), stat.st_size, stat.st_mtime_ns, header, frames, positions, shared_z_offset(ds)
+    )
+
+
+def _syntax(uid: str) -> TransferSyntax:
+    syntax = TRANSFER_SYNTAXES.get(uid)
+    if syntax is None or uid == "1.2.840.10008.1.2.1.99":
+        raise UnsupportedError(f"transfer syntax {uid} is not supported")
+    return syntax
+
+
+def _frame_table(
+    mm: mmap.mmap,
+    ds: Dataset,
+    header: InstanceHeader,
+    syntax: TransferSyntax,
+    tag_offset: int,
+    file_size: int,
+) -> FrameTable:
+    element = read_pixel_data_element(mm, tag_offset, syntax.implicit_vr)
+    n_frames = header.number_of_frames
+    if not syntax.encapsulated:
+        if element.length is None:
+            raise CorruptSlideError("native Pixel Data with undefined length")
+        return native_table(
+            element.value_offset,
+            element.length,
+            n_frames,
+            header.pixel_format.native_frame_length,
+            file_size,
+        )
+    if element.length is not None:
+        raise CorruptSlideError(f"{syntax.name} Pixel Data must have undefined length")
+    frags = walk_fragments(mm, element.value_offset)
+    return encapsulated_table(
+        frags, n_frames, eot=_extended_offset_table(ds), end_marker=syntax.end_marker, buf=mm
+    )
+
+
+def _extended_offset_table(ds: Dataset) -> FrameArray | None:
+    if "ExtendedOffsetTable" not in ds:
+        return None
+    offsets = np.frombuffer(bytes(ds.ExtendedOffsetTable), dtype="<u8")
+    lengths = np.frombuffer(bytes(ds.get("ExtendedOffsetTableLengths", b"")), dtype="<u8")
+    if len(lengths) != len(offsets):
+        lengths = np.full(len(offsets), np.iinfo(np.uint64).max, dtype=np.uint64)
+    table = np.zeros(len(offsets), dtype=FRAME_DTYPE)
+    table["offset"], table["length"] = offsets, lengths
+    return table
+
+
+def _check_consistency(
+    mm: mmap.mmap, header: InstanceHeader, syntax: TransferSyntax, frames: FrameTable
+) -> None:
+    """Add transfer syntax / photometric mismatches to the validation notes."""
+    photometric = header.pixel_format.photometric
+    allowed = _PHOTOMETRIC.get(syntax.media_type)
+    if syntax.media_type in ("image/jp2", "image/jphc"):
+        allowed = _J2K_LOSSY_PHOTOMETRIC if syntax.lossy else _J2K_LOSSLESS_PHOTOMETRIC
+    if allowed is not None and photometric not in allowed:
+        frames.notes.append(f"photometric {photometric} is not valid with {syntax.name}")
+    signatures = _SIGNATURES.get(syntax.media_type)
+    if signatures and len(frames):
+        start = int(frames.rows["offset"][0])
+        head = bytes(mm[start : start + 8])
+        if not any(head.startswith(sig) for sig in signatures):
+            frames.notes.append(f"first frame does not start like a {syntax.name} codestream")
+        elif head.startswith(b"\x00\x00\x00\x0cjP"):
+            frames.notes.append("frames are JP2 files, not bare JPEG 2000 codestreams")
+
+
+def file_identity(path: str | Path) -> tuple[int, int]:
+    """(size, mtime_ns): what the catalog compares to decide whether to re-index."""
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns

@@ -1,0 +1,53 @@
+"""One exception tree for the whole package (stdlib only).
+
+TileServerError
+├── NotFoundError (LookupError)          unknown slide, level, tile, associated image
+│   └── TileAbsentError                  a sparse tile that was never scanned
+├── InvalidRequestError (ValueError)     bad coordinates, sizes, parameters
+├── UnsupportedError                     a transfer syntax, format or feature we do not handle
+├── LimitExceededError                   a request that would cause too much work
+└── SlideError                           a file that cannot be indexed or read
+    ├── NotWsiError                      readable DICOM, but not a VL Whole Slide Microscopy image
+    └── CorruptSlideError                truncated, inconsistent or unparsable data
+
+``tileserver.http.errors`` maps these classes to HTTP statuses; nothing below ``http``
+raises HTTP exceptions.
+"""
+
+from __future__ import annotations
+
+
+class TileServerError(Exception):
+    """Root of every error tileserver raises on purpose."""
+
+
+class NotFoundError(TileServerError, LookupError):
+    """A slide, level, tile or associated image that does not exist."""
+
+
+class TileAbsentError(NotFoundError):
+    """A tile position inside the image that a sparse pyramid never stored."""
+
+
+class InvalidRequestError(TileServerError, ValueError):
+    """A request whose coordinates or parameters are out of range or malformed."""
+
+
+class UnsupportedError(TileServerError):
+    """Something well-formed that tileserver deliberately does not handle."""
+
+
+class LimitExceededError(TileServerError):
+    """A request that would exceed a configured work bound."""
+
+
+class SlideError(TileServerError):
+    """A file that cannot be indexed or read."""
+
+
+class NotWsiError(SlideError):
+    """A readable DICOM file that is not a VL Whole Slide Microscopy image."""
+
+
+class CorruptSlideError(SlideError):
+    """A truncated, inconsistent or unparsable file."""

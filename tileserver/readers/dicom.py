@@ -1,0 +1,109 @@
+"""DICOM WSI backend: two array lookups and one ``os.pread`` per tile.
+
+``os.pread`` takes the offset with each call, so threads share file descriptors without a
+shared cursor or a lock around reads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+
+from tileserver.dicom.pixeldata import strip_item_headers
+from tileserver.dicom.series import FrameGrid, SeriesLayout
+from tileserver.errors import CorruptSlideError, NotFoundError, TileAbsentError
+from tileserver.formats import EncodedTile
+from tileserver.readers.base import ReaderLevel
+
+
+class DicomReader:
+    """Reads tiles of one assembled DICOM series."""
+
+    def __init__(self, layout: SeriesLayout) -> None:
+        self.layout = layout
+        self._levels = [ReaderLevel(g.size, g.tile_size) for g in layout.levels]
+        self._associated = {
+            n: ReaderLevel(g.size, g.tile_size) for n, g in layout.associated.items()
+        }
+        self._fds: dict[str, int] = {}
+        self._open_lock = threading.Lock()
+
+    @property
+    def levels(self) -> Sequence[ReaderLevel]:
+        return self._levels
+
+    @property
+    def associated(self) -> Mapping[str, ReaderLevel]:
+        return self._associated
+
+    @property
+    def mpp(self) -> tuple[float, float] | None:
+        return self.layout.levels[0].headers[0].mpp if self.layout.levels else None
+
+    @property
+    def focal_planes(self) -> Sequence[float]:
+        return self.layout.levels[0].focal_planes if self.layout.levels else (0.0,)
+
+    @property
+    def optical_paths(self) -> Sequence[str]:
+        return self.layout.levels[0].optical_paths if self.layout.levels else ()
+
+    @property
+    def icc_profile(self) -> bytes | None:
+        return next(
+            (i.header.icc_profile for i in self.layout.instances if i.header.icc_profile), None
+        )
+
+    def read_tile(
+        self, level: int, col: int, row: int, focal_plane: int = 0, optical_path: int = 0
+    ) -> EncodedTile:
+        grid = self.layout.levels[level]
+        frame = int(grid.tile_map[optical_path, focal_plane, row, col])
+        if frame < 0:
+            raise TileAbsentError(f"tile ({col}, {row}) of level {level} is not stored")
+        return self._read_frame(grid, frame)
+
+    def read_associated(self, name: str, col: int = 0, row: int = 0) -> EncodedTile:
+        grid = self.layout.associated.get(name)
+        if grid is None:
+            raise NotFoundError(f"no {name} image")
+        frame = int(grid.tile_map[0, 0, row, col])
+        if frame < 0:
+            raise TileAbsentError(f"tile ({col}, {row}) of the {name} image is not stored")
+        return self._read_frame(grid, frame)
+
+    def read_frame(self, grid: FrameGrid, frame: int) -> EncodedTile:
+        """Bytes of one frame by its number within ``grid`` (for DICOMweb frame access)."""
+        return self._read_frame(grid, frame)
+
+    def _read_frame(self, grid: FrameGrid, frame: int) -> EncodedTile:
+        file_index, offset, length, fragments = grid.frames[frame].tolist()
+        fd = self._fd(grid.files[file_index])
+        if fragments > 1:
+            # The span starts 8 bytes early so the first item header is included.
+            span = os.pread(fd, length + 8, offset - 8)
+            data = strip_item_headers(span) if len(span) == length + 8 else b""
+        else:
+            data = os.pread(fd, length, offset)
+            if len(data) != length:
+                data = b""
+        if not data:
+            raise CorruptSlideError(f"{grid.files[file_index]} is shorter than its index")
+        header = grid.headers[file_index]
+        return EncodedTile(data, header.transfer_syntax, header.pixel_format)
+
+    def _fd(self, path: str) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            with self._open_lock:
+                fd = self._fds.get(path)
+                if fd is None:
+                    fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        return fd
+
+    def close(self) -> None:
+        with self._open_lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
