@@ -59,6 +59,10 @@ class Slide:
     reader: SlideReader
     attributes: Mapping[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: Changes whenever any source file changes: part of every cache key and ETag.
+    version: str = ""
+    #: Path relative to the slide root it was found under.
+    path: str = ""
     levels: list[Level] = field(init=False)
     associated: dict[str, AssociatedImage] = field(init=False)
 

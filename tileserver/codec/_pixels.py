@@ -26,9 +26,7 @@ def native_samples(data: bytes, fmt: PixelFormat) -> Samples:
         raise UnsupportedError(f"{fmt.bits_allocated}-bit native pixels are not supported")
     if fmt.photometric == "YBR_FULL_422":
         return _native_ybr_422(data, fmt)
-    dtype = np.dtype(np.uint8 if fmt.bits_allocated == 8 else "<u2")
-    if fmt.pixel_representation and fmt.bits_allocated == 16:
-        dtype = np.dtype("<i2")
+    dtype = np.dtype(_native_dtype(fmt))
     count = fmt.rows * fmt.columns * fmt.samples_per_pixel
     flat = np.frombuffer(_require(data, count * dtype.itemsize), dtype, count)
     if fmt.samples_per_pixel == 1:
@@ -36,6 +34,12 @@ def native_samples(data: bytes, fmt: PixelFormat) -> Samples:
     if fmt.planar_configuration == 1:
         return flat.reshape(fmt.samples_per_pixel, fmt.rows, fmt.columns).transpose(1, 2, 0)
     return flat.reshape(fmt.rows, fmt.columns, fmt.samples_per_pixel)
+
+
+def _native_dtype(fmt: PixelFormat) -> str:
+    if fmt.bits_allocated == 8:
+        return "u1"
+    return "<i2" if fmt.pixel_representation else "<u2"
 
 
 def _native_ybr_422(data: bytes, fmt: PixelFormat) -> Samples:
@@ -64,9 +68,9 @@ def rle_samples(data: bytes, fmt: PixelFormat) -> Samples:
     planes = [_rle_plane(imagecodecs.packbits_decode(data[a:b]), pixels) for a, b in offsets]
     stacked = np.stack(planes).reshape(fmt.samples_per_pixel, planes_per_sample, pixels)
     # Byte planes run from most to least significant.
-    values = stacked[:, 0].astype(np.uint16 if planes_per_sample == 2 else np.uint8)
+    values: Samples = stacked[:, 0]
     if planes_per_sample == 2:
-        values = (values << 8) | stacked[:, 1]
+        values = (stacked[:, 0].astype(np.uint16) << 8) | stacked[:, 1]
     image = values.reshape(fmt.samples_per_pixel, fmt.rows, fmt.columns)
     return image[0] if fmt.samples_per_pixel == 1 else image.transpose(1, 2, 0)
 
@@ -83,14 +87,14 @@ def _rle_offsets(data: bytes, segments: int) -> list[tuple[int, int]]:
     return list(pairwise([*starts, len(data)]))
 
 
-def _rle_plane(decoded: bytes, pixels: int) -> NDArray[np.uint8]:
+def _rle_plane(decoded: bytes | bytearray, pixels: int) -> NDArray[np.uint8]:
     if len(decoded) < pixels:
         raise CorruptSlideError(f"RLE segment decodes to {len(decoded)} bytes, expected {pixels}")
     return np.frombuffer(decoded, np.uint8, pixels)
 
 
 def to_uint8(samples: Samples, fmt: PixelFormat) -> Pixels:
-    """8-bit samples; deeper ones lose their ``bits_stored - 8`` low bits, the same on every tile."""
+    """8-bit samples; deeper ones lose their ``bits_stored - 8`` low bits, alike on every tile."""
     if samples.dtype == np.uint8:
         return samples.astype(np.uint8, copy=False)
     values = samples.astype(np.int64)
@@ -99,7 +103,8 @@ def to_uint8(samples: Samples, fmt: PixelFormat) -> Pixels:
     else:
         values &= (1 << fmt.bits_stored) - 1  # high bits may hold unrelated (overlay) data
     shift = max(fmt.bits_stored - 8, 0)
-    return np.clip(values >> shift, 0, 255).astype(np.uint8)
+    scaled: Pixels = np.clip(values >> shift, 0, 255).astype(np.uint8)
+    return scaled
 
 
 def ybr_full_to_rgb(ybr: Pixels) -> Pixels:

@@ -134,7 +134,7 @@ DECODERS: dict[str, Decoder] = {
 def _available(decoder: Decoder) -> bool:
     try:
         return decoder.probe()
-    except ImportError:
+    except (ImportError, AttributeError):
         return False
 
 

@@ -80,7 +80,7 @@ def read_header(fp: BinaryIO, path: Path) -> tuple[Dataset, int]:
     try:
         ds = pydicom.dcmread(fp, stop_before_pixels=True)
     except InvalidDicomError as exc:
-        raise SlideError(f"not a DICOM file: {exc}") from exc
+        raise SlideError("not a DICOM file (no DICM prefix after the 128-byte preamble)") from exc
     except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptSlideError(f"unreadable DICOM header: {exc}") from exc
     return ds, fp.tell()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,19 +65,22 @@ def index_instance(path: str | Path) -> IndexedInstance:
     stat = path.stat()
     if stat.st_size == 0:
         raise SlideError("empty file")
-    with path.open("rb") as fp:
+    # pydicom's complaints about odd values become validation notes, not warnings.
+    with warnings.catch_warnings(record=True) as caught, path.open("rb") as fp:
+        warnings.simplefilter("always")
         ds, tag_offset = read_header(fp, path)
         header = parse_header(ds)
         syntax = _syntax(header.transfer_syntax)
         with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             frames = _frame_table(mm, ds, header, syntax, tag_offset, stat.st_size)
             _check_consistency(mm, header, syntax, frames)
-    notes = frames.notes
-    positions = None
-    if header.dimension_organization != "TILED_FULL":
-        positions = sparse_positions(ds, header, notes)
+        positions = None
+        if header.dimension_organization != "TILED_FULL":
+            positions = sparse_positions(ds, header, frames.notes)
+        z_base = shared_z_offset(ds)
+    frames.notes.extend(sorted({f"DICOM: {w.message}" for w in caught}))
     return IndexedInstance(
-        str(path), stat.st_size, stat.st_mtime_ns, header, frames, positions, shared_z_offset(ds)
+        str(path), stat.st_size, stat.st_mtime_ns, header, frames, positions, z_base
     )
 
 

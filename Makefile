@@ -1,0 +1,75 @@
+# Developer and CI entry points. `make test` is the one command a fresh machine needs:
+# it creates .venv, installs the project with its test extras, lints and runs pytest.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LINT_PATHS := tileserver tests fixtures bench
+PYTEST_ARGS ?=
+
+DEMO_DIR ?= .data/demo
+HOST ?= 127.0.0.1
+PORT ?= 8000
+BENCH_ARGS ?=
+
+# Browsers are never downloaded: the browser tests drive Debian's /usr/bin/chromium.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: venv lint test run bench bench-index clean distclean
+
+venv: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when pyproject.toml changed since the last successful install.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# The driver ships inside the playwright wheel; check it runs (no `playwright install`).
+	$(BIN)/python -m playwright --version
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy --strict tileserver
+
+# Lint and tests both run so one report shows everything; either failing fails the target.
+test: venv
+	@status=0; \
+	$(MAKE) --no-print-directory lint || status=$$?; \
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) || status=$$?; \
+	exit $$status
+
+run: venv
+	@if [ -z "$$(ls -A $(DEMO_DIR) 2>/dev/null)" ]; then \
+	  echo "generating demo slides in $(DEMO_DIR)"; \
+	  $(BIN)/tileserver fixtures $(DEMO_DIR) \
+	    || $(BIN)/python -m fixtures $(DEMO_DIR) --case jpeg_bot; \
+	fi
+	@echo "viewer: http://$(HOST):$(PORT)/"
+	$(BIN)/tileserver serve --slides $(DEMO_DIR) --host $(HOST) --port $(PORT)
+
+# Every bench/*_bench.py is a benchmark; each one is bounded to a few minutes.
+bench: venv
+	@for script in bench/*_bench.py; do \
+	  echo "== $$script"; \
+	  $(BIN)/python -m bench.$$(basename $$script .py) $(BENCH_ARGS); \
+	done
+
+bench-index: venv
+	$(BIN)/python -m bench.index_bench $(BENCH_ARGS)
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache *.egg-info bench/results
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+# Also drops the environment, the demo slides and the cached benchmark files (several GB).
+distclean: clean
+	rm -rf $(VENV) .data bench/data

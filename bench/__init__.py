@@ -1,0 +1,1 @@
+"""Benchmarks; run with `make bench` (each one bounded to a few minutes)."""

@@ -1,0 +1,197 @@
+"""The persistent catalog: SQLite in WAL mode, one row per file, frame tables as .npy blobs.
+
+A file is keyed by path and identified by (size, mtime_ns): an unchanged file is never
+re-read, a changed one is re-indexed, a vanished one dropped. Each file's rows are written in
+one transaction, so a reader never sees a half-written entry and an interrupted scan resumes
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tileserver.catalog.codec import instance_from_row, instance_row
+from tileserver.dicom.instance import IndexedInstance
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    root TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('indexed', 'skipped')),
+    reason TEXT,
+    indexed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS instances (
+    path TEXT PRIMARY KEY REFERENCES files(path) ON DELETE CASCADE,
+    sop_instance_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    patient_id TEXT,
+    patient_name TEXT,
+    study_date TEXT,
+    accession_number TEXT,
+    modality TEXT,
+    header BLOB NOT NULL,
+    icc_profile BLOB,
+    frames BLOB NOT NULL,
+    frame_table_kind TEXT NOT NULL,
+    positions BLOB,
+    z_base REAL NOT NULL,
+    notes BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
+CREATE INDEX IF NOT EXISTS instances_patient ON instances(patient_id);
+CREATE INDEX IF NOT EXISTS instances_sop ON instances(sop_instance_uid);
+CREATE INDEX IF NOT EXISTS files_root ON files(root);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('generation', 0);
+"""
+
+_SEARCH_COLUMNS = {
+    "patient_id": "PatientID",
+    "patient_name": "PatientName",
+    "study_date": "StudyDate",
+    "accession_number": "AccessionNumber",
+    "modality": "Modality",
+}
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: str
+    root: str
+    size: int
+    mtime_ns: int
+    status: str
+    reason: str | None
+
+
+class Catalog:
+    """Thread-safe handle on one catalog database; each process opens its own."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(
+            self.path, check_same_thread=False, timeout=30, isolation_level=None
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def put_instance(self, root: str, inst: IndexedInstance) -> None:
+        """Store an indexed file, replacing whatever the catalog had for its path."""
+        row = instance_row(inst)
+        attrs = inst.header.attributes
+        row.update({col: attrs.get(key) for col, key in _SEARCH_COLUMNS.items()})
+        with self.transaction() as conn:
+            self._put_file(conn, inst.path, root, inst.file_size, inst.mtime_ns, "indexed", None)
+            columns = ", ".join(row)
+            marks = ", ".join(f":{c}" for c in row)
+            conn.execute(f"INSERT INTO instances ({columns}) VALUES ({marks})", row)
+
+    def put_skipped(self, root: str, path: str, size: int, mtime_ns: int, reason: str) -> None:
+        with self.transaction() as conn:
+            self._put_file(conn, path, root, size, mtime_ns, "skipped", reason)
+
+    def remove(self, paths: list[str]) -> None:
+        if not paths:
+            return
+        with self.transaction() as conn:
+            conn.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
+
+    @staticmethod
+    def _put_file(
+        conn: sqlite3.Connection,
+        path: str,
+        root: str,
+        size: int,
+        mtime_ns: int,
+        status: str,
+        reason: str | None,
+    ) -> None:
+        conn.execute("DELETE FROM files WHERE path = ?", (path,))
+        conn.execute(
+            "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (path, root, size, mtime_ns, status, reason, time.time()),
+        )
+
+    # -- reading -------------------------------------------------------------------------
+
+    def generation(self) -> int:
+        """A counter bumped by every write: cheap to poll for changes made by other processes."""
+        return int(self._query("SELECT value FROM meta WHERE key = 'generation'")[0][0])
+
+    def files(self, root: str | None = None) -> dict[str, FileRecord]:
+        params: tuple[str, ...]
+        sql, params = "SELECT * FROM files", ()
+        if root is not None:
+            sql, params = "SELECT * FROM files WHERE root = ?", (root,)
+        return {
+            r["path"]: FileRecord(
+                r["path"], r["root"], r["size"], r["mtime_ns"], r["status"], r["reason"]
+            )
+            for r in self._query(sql, params)
+        }
+
+    def skipped(self) -> list[FileRecord]:
+        return [f for f in self.files().values() if f.status == "skipped"]
+
+    def series_uids(self) -> list[str]:
+        rows = self._query("SELECT DISTINCT series_uid FROM instances ORDER BY series_uid")
+        return [r[0] for r in rows]
+
+    def series_files(self) -> dict[str, list[tuple[str, str]]]:
+        """(path, root) of every file per series."""
+        result: dict[str, list[tuple[str, str]]] = {}
+        rows = self._query(
+            "SELECT i.series_uid, f.path, f.root FROM instances i "
+            "JOIN files f USING (path) ORDER BY f.path"
+        )
+        for r in rows:
+            result.setdefault(r[0], []).append((r[1], r[2]))
+        return result
+
+    def instances(self, series_uid: str) -> list[IndexedInstance]:
+        rows = self._query(
+            "SELECT i.*, f.size, f.mtime_ns FROM instances i JOIN files f USING (path) "
+            "WHERE i.series_uid = ? ORDER BY i.path",
+            (series_uid,),
+        )
+        return [instance_from_row(r, r["size"], r["mtime_ns"]) for r in rows]

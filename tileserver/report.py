@@ -1,0 +1,150 @@
+"""Index summaries and per-slide validation reports, as plain JSON-ready dicts."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tileserver.catalog.scan import iter_files
+from tileserver.dicom.instance import IndexedInstance, index_instance
+from tileserver.dicom.series import FrameGrid, SeriesLayout, assemble
+from tileserver.errors import TileServerError
+from tileserver.readers.dicom import DicomReader
+from tileserver.slide import Slide
+
+
+def slide_summary(slide: Slide) -> dict[str, Any]:
+    """The ``index --json`` entry of one slide."""
+    layout = slide.reader.layout if isinstance(slide.reader, DicomReader) else None
+    grids = layout.levels if layout else []
+    return {
+        "id": slide.id,
+        "path": slide.path,
+        "levels": [
+            {
+                "width": lv.size.width,
+                "height": lv.size.height,
+                "tile_width": lv.tile_size.width,
+                "tile_height": lv.tile_size.height,
+                "frames": len(grids[lv.index].frames) if grids else lv.grid.area,
+            }
+            for lv in slide.levels
+        ],
+        "warnings": list(slide.warnings),
+    }
+
+
+def validate(paths: Sequence[str | Path]) -> dict[str, Any]:
+    """Index ``paths`` (files or trees) without a catalog and report on every series."""
+    by_series: dict[str, list[IndexedInstance]] = defaultdict(list)
+    skipped = []
+    for root in paths:
+        for path in iter_files(Path(root)):
+            try:
+                inst = index_instance(path)
+            except (TileServerError, OSError) as exc:
+                skipped.append({"path": str(path), "reason": str(exc)})
+                continue
+            by_series[inst.header.series_uid].append(inst)
+    slides = [_series_report(assemble(instances)) for instances in by_series.values()]
+    return {"slides": slides, "skipped": skipped}
+
+
+def _series_report(layout: SeriesLayout) -> dict[str, Any]:
+    return {
+        "id": layout.series_uid,
+        "files": [_instance_report(i) for i in layout.instances],
+        "levels": [_grid_report(g) for g in layout.levels],
+        "associated": {name: _grid_report(g) for name, g in layout.associated.items()},
+        "concatenations": _concatenations(layout.instances),
+        "icc_profile": any(i.header.icc_profile for i in layout.instances),
+        "warnings": list(layout.warnings),
+    }
+
+
+def _instance_report(inst: IndexedInstance) -> dict[str, Any]:
+    h, rows = inst.header, inst.frames.rows
+    fragments = rows["fragments"] if len(rows) else np.zeros(1, dtype=np.uint32)
+    return {
+        "path": inst.path,
+        "sop_instance_uid": h.sop_instance_uid,
+        "role": h.role,
+        "transfer_syntax": h.transfer_syntax,
+        "photometric": h.pixel_format.photometric,
+        "dimension_organization": h.dimension_organization,
+        "frames": len(rows),
+        "offset_table": inst.frames.kind,
+        "fragments_per_frame": {"min": int(fragments.min()), "max": int(fragments.max())},
+        "icc_profile": h.icc_profile is not None,
+        "warnings": inst.warnings,
+    }
+
+
+def _grid_report(grid: FrameGrid) -> dict[str, Any]:
+    return {
+        "width": grid.size.width,
+        "height": grid.size.height,
+        "tile_width": grid.tile_size.width,
+        "tile_height": grid.tile_size.height,
+        "frames": len(grid.frames),
+        "absent_tiles": grid.absent_tiles,
+        "optical_paths": list(grid.optical_paths),
+        "focal_planes": list(grid.focal_planes),
+        "files": len(grid.files),
+    }
+
+
+def _concatenations(instances: Iterable[IndexedInstance]) -> list[dict[str, Any]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    totals: dict[str, int | None] = {}
+    for inst in instances:
+        concat = inst.header.concatenation
+        if concat is not None:
+            groups[concat.uid].append(concat.number)
+            totals[concat.uid] = concat.total
+    return [
+        {
+            "uid": uid,
+            "parts": sorted(numbers),
+            "total": totals[uid],
+            "complete": totals[uid] is not None
+            and sorted(numbers) == list(range(1, (totals[uid] or 0) + 1)),
+        }
+        for uid, numbers in groups.items()
+    ]
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """A human-readable validation report."""
+    lines: list[str] = []
+    for slide in report["slides"]:
+        lines.append(f"slide {slide['id']}")
+        for lv_index, lv in enumerate(slide["levels"]):
+            lines.append(
+                f"  level {lv_index}: {lv['width']}x{lv['height']}, tiles "
+                f"{lv['tile_width']}x{lv['tile_height']}, {lv['frames']} frames in "
+                f"{lv['files']} file(s), {lv['absent_tiles']} absent tiles, "
+                f"{len(lv['optical_paths'])} optical path(s), {len(lv['focal_planes'])} plane(s)"
+            )
+        for name, image in slide["associated"].items():
+            lines.append(f"  {name}: {image['width']}x{image['height']}")
+        for c in slide["concatenations"]:
+            state = "complete" if c["complete"] else "INCOMPLETE"
+            lines.append(f"  concatenation {c['uid']}: parts {c['parts']} of {c['total']} {state}")
+        lines.append(f"  ICC profile: {'yes' if slide['icc_profile'] else 'no'}")
+        for f in slide["files"]:
+            frag = f["fragments_per_frame"]
+            lines.append(
+                f"  file {Path(f['path']).name}: {f['role'] or '?'}, {f['transfer_syntax']} "
+                f"{f['photometric']}, {f['frames']} frames, offset table {f['offset_table']}, "
+                f"fragments/frame {frag['min']}-{frag['max']}"
+            )
+            lines.extend(f"    warning: {w}" for w in f["warnings"])
+        lines.extend(f"  warning: {w}" for w in slide["warnings"])
+    for s in report["skipped"]:
+        lines.append(f"skipped {s['path']}: {s['reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""One frozen settings object; every field is a CLI flag and a TILESERVER_* environment variable."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+def default_catalog() -> Path:
+    """Outside the slide directories: the user's cache directory."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tileserver" / "catalog.sqlite"
+
+
+@dataclass(frozen=True)
+class Settings:
+    slides: tuple[Path, ...] = ()
+    catalog: Path = field(default_factory=default_catalog)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    redis_url: str | None = None
+    #: Bytes of derived images kept in the in-process cache.
+    cache_bytes: int = 256 * 1024 * 1024
+    #: Seconds between rescans of the slide directories (0 disables).
+    rescan_interval: float = 30.0
+    #: Largest image (width x height) one request may produce.
+    max_output_pixels: int = 25_000_000
+    cors_origins: str = "*"
+    jpeg_quality: int = 90
+    #: Convert colour to sRGB with the slide's ICC profile instead of embedding the profile.
+    convert_to_srgb: bool = False
+    max_open_slides: int = 64
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``TILESERVER_<FIELD>`` variables, then explicit ``overrides``."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"TILESERVER_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "slides" in values:
+            values["slides"] = tuple(Path(p) for p in values["slides"])
+        if "catalog" in values:
+            values["catalog"] = Path(values["catalog"])
+        return cls(**values)
+
+
+_INT = {"port", "workers", "cache_bytes", "max_output_pixels", "jpeg_quality", "max_open_slides"}
+_FLOAT = {"rescan_interval"}
+_BOOL = {"convert_to_srgb"}
+
+
+def _parse(name: str, raw: str) -> Any:
+    if name in _INT:
+        return int(raw)
+    if name in _FLOAT:
+        return float(raw)
+    if name in _BOOL:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if name == "slides":
+        return tuple(p for p in raw.split(os.pathsep) if p)
+    return raw
