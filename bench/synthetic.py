@@ -18,9 +18,9 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import JPEGBaseline8Bit, generate_uid
+from pydicom.uid import UID, JPEGBaseline8Bit, generate_uid
 
-VL_WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
+VL_WSI = UID("1.2.840.10008.5.1.4.1.1.77.1.6")
 #: Bumped whenever the file layout changes, so cached files are rewritten.
 FORMAT_VERSION = 1
 

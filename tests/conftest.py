@@ -31,7 +31,8 @@ def fixture_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, FixtureSe
     """Every generated fixture set, written once per session."""
     import fixtures
 
-    return fixtures.generate_all(tmp_path_factory.mktemp("fixtures"))
+    sets: dict[str, FixtureSet] = fixtures.generate_all(tmp_path_factory.mktemp("fixtures"))
+    return sets
 
 
 class RedisServer:

@@ -1,0 +1,1 @@
+"""HTTP fronts: app factory, error table, one module per front."""

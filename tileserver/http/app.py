@@ -1,0 +1,102 @@
+"""Application factory; every resource (catalog, cache, scanner) lives in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from anyio import to_thread
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from tileserver.cache import build_cache
+from tileserver.catalog import Catalog, SlideLibrary
+from tileserver.http import health, tiles
+from tileserver.http.errors import HANDLERS
+from tileserver.http.metrics import Metrics
+from tileserver.http.middleware import CorsMiddleware, GzipTextMiddleware, MetricsMiddleware
+from tileserver.http.state import AppState
+from tileserver.service import TileService
+from tileserver.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> Starlette:
+    metrics = Metrics()
+    state = AppState(settings=settings, metrics=metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        catalog = Catalog(settings.catalog)
+        library = SlideLibrary(catalog, settings.slides, max_open=settings.max_open_slides)
+        cache = build_cache(settings.redis_url, settings.cache_bytes)
+        state.service = TileService(library, cache, settings)
+        metrics.cache_stats = cache.stats
+        scanner = asyncio.create_task(_scan_forever(state, library))
+        try:
+            yield
+        finally:
+            scanner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scanner
+            await cache.close()
+            library.close()
+            catalog.close()
+
+    app = Starlette(
+        routes=[*health.routes, *tiles.routes, *_optional_routes()],
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(CorsMiddleware, origins=settings.cors_origins),
+            Middleware(GzipTextMiddleware),
+        ],
+        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+    app.state.tileserver = state
+    return app
+
+
+def _optional_routes() -> list[object]:
+    """Fronts that live in their own modules; each is added once it exists."""
+    routes: list[object] = []
+    for name in ("dzi", "iiif", "viewer", "dicomweb"):
+        try:
+            module = __import__(f"tileserver.http.{name}", fromlist=["routes"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"tileserver.http.{name}":
+                raise
+            continue
+        routes.extend(module.routes)
+    return routes
+
+
+async def _scan_forever(state: AppState, library: SlideLibrary) -> None:
+    """Initial scan (then ``/readyz`` turns 200), then a rescan every interval."""
+    interval = state.settings.rescan_interval
+    while True:
+        try:
+            await to_thread.run_sync(_locked_refresh, library)
+        except Exception as exc:  # a failed scan must not stop serving what is indexed
+            log.exception("slide scan failed")
+            state.scan_errors.append(str(exc))
+        state.ready = True
+        if interval <= 0:
+            return
+        await asyncio.sleep(interval)
+
+
+def _locked_refresh(library: SlideLibrary) -> None:
+    """One process scans at a time; the others wait, then find everything unchanged."""
+    lock_path = Path(str(library.catalog.path) + ".scan-lock")
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            library.refresh()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

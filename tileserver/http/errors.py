@@ -1,0 +1,62 @@
+"""One table from domain errors to HTTP statuses; every error is JSON ``{"error": ...}``.
+
+Nothing below ``tileserver.http`` raises HTTP exceptions: the fronts let domain errors
+propagate and this module turns them into responses, most specific class first.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tileserver.errors import (
+    CorruptSlideError,
+    InvalidRequestError,
+    LimitExceededError,
+    NotFoundError,
+    SlideError,
+    TileServerError,
+    UnsupportedError,
+)
+from tileserver.http.responses import json_response
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[TileServerError], int] = {
+    NotFoundError: 404,
+    InvalidRequestError: 400,
+    LimitExceededError: 400,
+    UnsupportedError: 501,
+    CorruptSlideError: 422,
+    SlideError: 422,
+    TileServerError: 500,
+}
+
+
+def status_for(exc: TileServerError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 500
+
+
+async def domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TileServerError)
+    return json_response({"error": str(exc)}, status_code=status_for(exc))
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return json_response({"error": exc.detail}, status_code=exc.status_code,
+                         headers=dict(exc.headers or {}))
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s", request.url.path)
+    return json_response({"error": "internal error"}, status_code=500)
+
+
+HANDLERS = {TileServerError: domain_error, HTTPException: http_error, Exception: unexpected_error}

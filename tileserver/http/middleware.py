@@ -1,0 +1,140 @@
+"""Pure ASGI middleware: CORS on every response, gzip for text, request metrics."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tileserver.http.metrics import Metrics
+
+PREFLIGHT_HEADERS = "Accept, Authorization, Content-Type, If-None-Match, Range"
+EXPOSED_HEADERS = "ETag, Server-Timing, Link, Content-Type, Content-Length, Location"
+_COMPRESSIBLE = (b"application/json", b"application/ld+json", b"application/dicom+json",
+                 b"application/xml", b"text/")
+
+
+class CorsMiddleware:
+    """``Access-Control-Allow-Origin`` on every response, errors included; preflights."""
+
+    def __init__(self, app: ASGIApp, origins: str = "*") -> None:
+        self.app = app
+        self.origins = [o.strip() for o in origins.split(",") if o.strip()] or ["*"]
+
+    def _allow(self, scope: Scope) -> bytes | None:
+        if "*" in self.origins:
+            return b"*"
+        origin = dict(scope["headers"]).get(b"origin", b"").decode("latin-1")
+        return origin.encode() if origin in self.origins else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        allow = self._allow(scope)
+        headers = dict(scope["headers"])
+        if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
+            await self._preflight(allow, send)
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start" and allow is not None:
+                extra = [(b"access-control-allow-origin", allow),
+                         (b"access-control-expose-headers", EXPOSED_HEADERS.encode())]
+                if allow != b"*":
+                    extra.append((b"vary", b"Origin"))
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+    @staticmethod
+    async def _preflight(allow: bytes | None, send: Send) -> None:
+        headers = [
+            (b"access-control-allow-methods", b"GET, HEAD, POST, DELETE, OPTIONS"),
+            (b"access-control-allow-headers", PREFLIGHT_HEADERS.encode()),
+            (b"access-control-max-age", b"86400"),
+            (b"content-length", b"0"),
+        ]
+        if allow is not None:
+            headers.append((b"access-control-allow-origin", allow))
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+
+class GzipTextMiddleware:
+    """Gzip JSON, XML and text bodies (never images) for clients that accept it."""
+
+    def __init__(self, app: ASGIApp, minimum_size: int = 512) -> None:
+        self.app = app
+        self.minimum_size = minimum_size
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        accepts = b"gzip" in dict(scope.get("headers", [])).get(b"accept-encoding", b"")
+        if scope["type"] != "http" or not accepts:
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def buffered(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                content_type = dict(message.get("headers", [])).get(b"content-type", b"")
+                if not content_type.startswith(_COMPRESSIBLE):
+                    await send(message)
+                    return
+                start = message
+                return
+            if start is None:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                await _send_compressed(send, start, b"".join(chunks), self.minimum_size)
+
+        await self.app(scope, receive, buffered)
+
+
+async def _send_compressed(send: Send, start: Message, body: bytes, minimum: int) -> None:
+    headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
+    if len(body) >= minimum:
+        body = gzip.compress(body, compresslevel=5)
+        headers += [(b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding")]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({**start, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class MetricsMiddleware:
+    """Counts requests and observes latency per route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def observe(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        finally:
+            self.metrics.observe_request(_route(scope), scope["method"], status,
+                                         time.perf_counter() - start)
+
+
+def _route(scope: Scope) -> str:
+    route: Any = scope.get("route")
+    return str(getattr(route, "path", "unmatched"))

@@ -1,0 +1,217 @@
+"""The one sync/async boundary: cache -> reader (in a worker thread) -> codec.
+
+Fronts (native, DZI, IIIF, DICOMweb) call these coroutines; file reads and codec work run
+in the thread pool so the event loop never blocks. Every derived image is cached under a
+key that starts with the slide's version (its files' path, size and mtime), so a changed
+file never serves a stale tile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from anyio import to_thread
+
+from tileserver import codec, compose
+from tileserver.cache import Cache, coalesce, make_key, pack, unpack
+from tileserver.catalog import SlideLibrary
+from tileserver.compose import Pixels, Plane
+from tileserver.errors import InvalidRequestError, LimitExceededError, TileAbsentError
+from tileserver.formats import JPEG, NPY, OUTPUT_FORMATS, EncodedTile
+from tileserver.geometry import Region, Size
+from tileserver.settings import Settings
+from tileserver.slide import Slide
+from tileserver.timing import Timings
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    data: bytes
+    media_type: str
+
+
+class TileService:
+    def __init__(self, library: SlideLibrary, cache: Cache, settings: Settings) -> None:
+        self.library = library
+        self.cache = cache
+        self.settings = settings
+        self.tiles = compose.DecodedTiles()
+
+    # -- slides and stored bytes -----------------------------------------------------------
+
+    async def slide(self, slide_id: str, timings: Timings | None = None) -> Slide:
+        timings = timings or Timings()
+        with timings.measure("index"):
+            return await to_thread.run_sync(self.library.get, slide_id)
+
+    async def stored_tile(self, slide: Slide, level: int, col: int, row: int,
+                          plane: Plane = Plane(), timings: Timings | None = None) -> EncodedTile:
+        """Stored bytes of one frame: a lookup and one pread, no decoding."""
+        timings = timings or Timings()
+        with timings.measure("read"):
+            return await to_thread.run_sync(
+                slide.read_tile_bytes, level, col, row, plane.focal_plane, plane.optical_path)
+
+    # -- derived images ----------------------------------------------------------------------
+
+    async def tile(self, slide: Slide, level: int, col: int, row: int, fmt: str,
+                   plane: Plane = Plane(), timings: Timings | None = None) -> Rendered:
+        """A stored tile's valid area as ``fmt``; JPEG frames pass through or crop losslessly."""
+        timings = timings or Timings()
+        media_type = _media_type(fmt)
+        lvl = slide.level(level)
+        valid = lvl.tile_region(col, row)
+        try:
+            encoded: EncodedTile | None = await self.stored_tile(
+                slide, level, col, row, plane, timings)
+        except TileAbsentError:
+            encoded = None  # a sparse gap: the decoder path renders background
+        stored_jpeg = encoded is not None and encoded.media_type == JPEG
+        if media_type == JPEG and stored_jpeg and valid.size == lvl.tile_size:
+            assert encoded is not None
+            return Rendered(encoded.data, JPEG)
+        key = make_key(slide.version, "tile", slide.id, level, col, row, plane.focal_plane,
+                       plane.optical_path, fmt, self.settings.jpeg_quality)
+
+        def produce() -> Rendered:
+            if media_type == JPEG and encoded is not None and stored_jpeg:
+                with timings.measure("encode"):
+                    cropped = codec.crop_jpeg(encoded.data, valid.width, valid.height)
+                if cropped is not None:
+                    return Rendered(cropped, JPEG)
+            pixels = self._decode_tile(slide, level, col, row, plane, timings)
+            return self._encode(slide, pixels, fmt, timings)
+
+        return await self._cached(key, produce, timings)
+
+    async def region(self, slide: Slide, level: int, l_region: Region, fmt: str,
+                     plane: Plane = Plane(), timings: Timings | None = None) -> Rendered:
+        timings = timings or Timings()
+        self._check_area(l_region.size)
+        lvl = slide.level(level)
+        if fmt == "npy":
+
+            def read() -> bytes:
+                with timings.measure("decode"):
+                    return _npy(compose.region_pixels(slide, lvl, l_region, plane, self.tiles))
+
+            return Rendered(await to_thread.run_sync(read), NPY)
+        key = make_key(slide.version, "region", slide.id, level, l_region.x, l_region.y,
+                       l_region.width, l_region.height, plane.focal_plane, plane.optical_path,
+                       fmt, self.settings.jpeg_quality)
+
+        def produce() -> Rendered:
+            with timings.measure("decode"):
+                pixels = compose.region_pixels(slide, lvl, l_region, plane, self.tiles)
+            return self._encode(slide, pixels, fmt, timings)
+
+        return await self._cached(key, produce, timings)
+
+    async def render(self, slide: Slide, l0_region: Region, out_size: Size, fmt: str, *,
+                     key_parts: tuple[object, ...] = (), plane: Plane = Plane(),
+                     transform: Callable[[Pixels], Pixels] | None = None,
+                     timings: Timings | None = None) -> Rendered:
+        """``l0_region`` scaled to ``out_size`` (DZI and IIIF); ``transform`` post-processes
+        (rotation, quality) and must be described by ``key_parts``."""
+        timings = timings or Timings()
+        self._check_area(out_size)
+        key = make_key(slide.version, "render", slide.id, l0_region.x, l0_region.y,
+                       l0_region.width, l0_region.height, out_size.width, out_size.height,
+                       plane.focal_plane, plane.optical_path, fmt, self.settings.jpeg_quality,
+                       *key_parts)
+
+        def produce() -> Rendered:
+            with timings.measure("decode"):
+                pixels = compose.render(slide, l0_region, out_size, plane, self.tiles,
+                                        max_read_pixels=4 * self.settings.max_output_pixels)
+                if transform is not None:
+                    pixels = transform(pixels)
+            return self._encode(slide, pixels, fmt, timings)
+
+        return await self._cached(key, produce, timings)
+
+    async def thumbnail(self, slide: Slide, max_side: int, fmt: str,
+                        timings: Timings | None = None) -> Rendered:
+        if max_side <= 0:
+            raise InvalidRequestError("max must be positive")
+        base = slide.levels[0].size if slide.levels else None
+        if base is None:
+            raise InvalidRequestError("slide has no pyramid levels")
+        size = compose.thumbnail_size(base, max_side)
+        return await self.render(slide, Region(0, 0, base.width, base.height), size, fmt,
+                                 key_parts=("thumbnail",), timings=timings)
+
+    async def associated(self, slide: Slide, name: str, fmt: str,
+                         timings: Timings | None = None) -> Rendered:
+        timings = timings or Timings()
+        image = slide.associated.get(name)
+        if image is not None and image.grid.area == 1:
+            encoded = await to_thread.run_sync(slide.read_associated_bytes, name)
+            if encoded.media_type == _media_type(fmt) and image.size == image.tile_size:
+                return Rendered(encoded.data, encoded.media_type)
+        key = make_key(slide.version, "associated", slide.id, name, fmt)
+
+        def produce() -> Rendered:
+            with timings.measure("decode"):
+                pixels = compose.associated_pixels(slide, name)
+            return self._encode(slide, pixels, fmt, timings)
+
+        return await self._cached(key, produce, timings)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _decode_tile(self, slide: Slide, level: int, col: int, row: int, plane: Plane,
+                     timings: Timings) -> Pixels:
+        with timings.measure("decode"):
+            return compose.tile_pixels(slide, slide.level(level), col, row, plane, self.tiles)
+
+    def _encode(self, slide: Slide, pixels: Pixels, fmt: str, timings: Timings) -> Rendered:
+        media_type = _media_type(fmt)
+        icc = slide.icc_profile
+        with timings.measure("encode"):
+            if icc is not None and self.settings.convert_to_srgb:
+                pixels, icc = codec.to_srgb(pixels, icc), None
+            data = codec.encode(pixels, fmt, quality=self.settings.jpeg_quality, icc_profile=icc)
+        return Rendered(data, media_type)
+
+    async def _cached(self, key: str, produce: Callable[[], Rendered],
+                      timings: Timings) -> Rendered:
+        with timings.measure("cache"):
+            blob = await self.cache.get(key)
+        if blob is not None:
+            media_type, data = unpack(blob)
+            return Rendered(data, media_type)
+
+        async def build() -> bytes:
+            rendered = await to_thread.run_sync(produce)
+            blob = pack(rendered.media_type, rendered.data)
+            with timings.measure("cache"):
+                await self.cache.set(key, blob)
+            return blob
+
+        media_type, data = unpack(await coalesce(key, build))
+        return Rendered(data, media_type)
+
+    def _check_area(self, size: Size) -> None:
+        if size.area > self.settings.max_output_pixels:
+            raise LimitExceededError(
+                f"{size.width}x{size.height} exceeds the limit of "
+                f"{self.settings.max_output_pixels} output pixels")
+
+
+def _media_type(fmt: str) -> str:
+    try:
+        return OUTPUT_FORMATS[fmt]
+    except KeyError:
+        raise InvalidRequestError(
+            f"unknown format {fmt!r}; use one of {', '.join(sorted(OUTPUT_FORMATS))}") from None
+
+
+def _npy(pixels: Pixels) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(pixels), allow_pickle=False)
+    return buf.getvalue()
