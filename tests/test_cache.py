@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 
@@ -34,6 +35,7 @@ def anyio_backend() -> str:
 def test_public_api_is_frozen() -> None:
     assert sorted(cache.__all__) == [
         "Cache",
+        "KeyPart",
         "MemoryCache",
         "SingleFlight",
         "TieredCache",
@@ -57,6 +59,14 @@ def test_key_starts_with_readable_version_prefix() -> None:
 def test_key_parts_are_unambiguous() -> None:
     assert make_key("v", "ab", "c") != make_key("v", "a", "bc")
     assert make_key("v", "a") == make_key("v", "a")
+
+
+def test_key_parts_may_be_numbers_distinct_from_their_text() -> None:
+    key = make_key("v", "tile", 3, 0.5, None)
+
+    assert key == make_key("v", "tile", 3, 0.5, None)
+    assert key != make_key("v", "tile", "3", 0.5, None)
+    assert make_key("v", 1) != make_key("v", 1.0) != make_key("v", True)
 
 
 def test_version_prefix_of_one_version_does_not_cover_another() -> None:
@@ -370,7 +380,7 @@ async def test_singleflight_distinct_keys_run_separately() -> None:
         await asyncio.sleep(0)
         return key
 
-    results = await asyncio.gather(*(flight.run(k, lambda k=k: render(k)) for k in "abc"))
+    results = await asyncio.gather(*(flight.run(k, functools.partial(render, k)) for k in "abc"))
 
     assert results == ["a", "b", "c"]
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
 
-from tests.conftest import RedisServer
 from tileserver.cache import build_cache, make_key, version_prefix
 from tileserver.cache.redis import DEFAULT_TTL, RedisCache
+
+if TYPE_CHECKING:
+    from conftest import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -32,7 +35,7 @@ async def open_cache(redis_url: str) -> AsyncIterator[OpenCache]:
     """Make RedisCache instances on the test server; all are closed afterwards."""
     made: list[RedisCache] = []
 
-    def make(**options: float) -> RedisCache:
+    def make(**options: Any) -> RedisCache:
         made.append(RedisCache(redis_url, **{"timeout": TIMEOUT, "backoff": BACKOFF, **options}))
         return made[-1]
 
@@ -42,7 +45,7 @@ async def open_cache(redis_url: str) -> AsyncIterator[OpenCache]:
 
 
 @pytest.fixture
-def raw(redis_url: str) -> redis.Redis:
+def raw(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
@@ -142,7 +145,7 @@ async def test_outage_is_a_miss_then_recovers(
     assert store.stats()["hits"] >= 2
 
 
-async def test_server_that_never_ran_costs_only_misses(open_cache: OpenCache) -> None:
+async def test_server_that_never_ran_costs_only_misses() -> None:
     store = RedisCache("redis://127.0.0.1:1/0", timeout=TIMEOUT, backoff=60)
     try:
         assert await store.get("k") is None
@@ -152,6 +155,25 @@ async def test_server_that_never_ran_costs_only_misses(open_cache: OpenCache) ->
         assert store.stats()["skipped"] == 2
     finally:
         await store.close()
+
+
+async def test_server_that_never_answers_times_out_as_a_miss() -> None:
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accept, read, never reply: a hung Redis
+        writer.close()
+
+    silent = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    store = RedisCache(f"redis://127.0.0.1:{port}/0", timeout=0.05, backoff=60)
+    try:
+        assert await store.get("k") is None
+        await store.set("k", b"v")
+        assert store.stats()["errors"] == 1
+        assert store.stats()["misses"] == 1
+    finally:
+        await store.close()
+        silent.close()
+        await silent.wait_closed()
 
 
 async def test_build_cache_shares_redis_between_processes(redis_url: str) -> None:

@@ -30,8 +30,13 @@ def frame(i: int, size: int = 10) -> bytes:
     return b"\xff\xd8" + bytes([i + 1]) * size + EOI
 
 
-def build(fragments: list[bytes], n_frames: int, bot: list[int] | None = None,
-          eot: np.ndarray | None = None, end_marker: bytes | None = EOI):
+def build(
+    fragments: list[bytes],
+    n_frames: int,
+    bot: list[int] | None = None,
+    eot: np.ndarray | None = None,
+    end_marker: bytes | None = EOI,
+):
     buf = encapsulate(fragments, bot)
     element = read_pixel_data_element(buf, 0, implicit_vr=False)
     assert element.length is None

@@ -17,9 +17,15 @@ from tileserver.readers.dicom import DicomReader
 from tileserver.slide import Slide
 
 DICOM_FILES = [
-    "camelyon-resampled-level.dcm", "gcp-converter-jpeg.dcm", "gcp-converter-jpeg2000.dcm",
-    "gcp-converter-raw.dcm", "highdicom-sm_image.dcm", "highdicom-sm_image_grayscale.dcm",
-    "highdicom-sm_image_jpegls.dcm", "highdicom-sm_image_jpegls_nobot.dcm", "ezwsi-label.dcm",
+    "camelyon-resampled-level.dcm",
+    "gcp-converter-jpeg.dcm",
+    "gcp-converter-jpeg2000.dcm",
+    "gcp-converter-raw.dcm",
+    "highdicom-sm_image.dcm",
+    "highdicom-sm_image_grayscale.dcm",
+    "highdicom-sm_image_jpegls.dcm",
+    "highdicom-sm_image_jpegls_nobot.dcm",
+    "ezwsi-label.dcm",
 ]
 WSIDICOM_LEVEL_FILES = [f for f in DICOM_FILES if f != "ezwsi-label.dcm"]
 
@@ -61,8 +67,9 @@ def test_every_tile_equals_wsidicom_bytes(real_slides: Path, name: str) -> None:
             for row in range(level.grid.height):
                 for col in range(level.grid.width):
                     ours = slide.read_tile_bytes(level.index, col, row).data
-                    theirs = wsi.read_encoded_tile(level.index, (col, row),
-                                                   crop_to_image_boundary=False)
+                    theirs = wsi.read_encoded_tile(
+                        level.index, (col, row), crop_to_image_boundary=False
+                    )
                     assert ours == theirs, f"level {level.index} tile ({col}, {row})"
 
 
@@ -116,5 +123,6 @@ def test_catalog_round_trip_serves_the_same_bytes(real_slides: Path, tmp_path: P
         for level in slide.levels:
             for row in range(level.grid.height):
                 for col in range(level.grid.width):
-                    assert (slide.read_tile_bytes(level.index, col, row)
-                            == direct.read_tile_bytes(level.index, col, row))
+                    assert slide.read_tile_bytes(level.index, col, row) == direct.read_tile_bytes(
+                        level.index, col, row
+                    )

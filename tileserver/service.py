@@ -46,18 +46,34 @@ class TileService:
         with timings.measure("index"):
             return await to_thread.run_sync(self.library.get, slide_id)
 
-    async def stored_tile(self, slide: Slide, level: int, col: int, row: int,
-                          plane: Plane = Plane(), timings: Timings | None = None) -> EncodedTile:
+    async def stored_tile(
+        self,
+        slide: Slide,
+        level: int,
+        col: int,
+        row: int,
+        plane: Plane = Plane(),
+        timings: Timings | None = None,
+    ) -> EncodedTile:
         """Stored bytes of one frame: a lookup and one pread, no decoding."""
         timings = timings or Timings()
         with timings.measure("read"):
             return await to_thread.run_sync(
-                slide.read_tile_bytes, level, col, row, plane.focal_plane, plane.optical_path)
+                slide.read_tile_bytes, level, col, row, plane.focal_plane, plane.optical_path
+            )
 
     # -- derived images ----------------------------------------------------------------------
 
-    async def tile(self, slide: Slide, level: int, col: int, row: int, fmt: str,
-                   plane: Plane = Plane(), timings: Timings | None = None) -> Rendered:
+    async def tile(
+        self,
+        slide: Slide,
+        level: int,
+        col: int,
+        row: int,
+        fmt: str,
+        plane: Plane = Plane(),
+        timings: Timings | None = None,
+    ) -> Rendered:
         """A stored tile's valid area as ``fmt``; JPEG frames pass through or crop losslessly."""
         timings = timings or Timings()
         media_type = _media_type(fmt)
@@ -65,15 +81,26 @@ class TileService:
         valid = lvl.tile_region(col, row)
         try:
             encoded: EncodedTile | None = await self.stored_tile(
-                slide, level, col, row, plane, timings)
+                slide, level, col, row, plane, timings
+            )
         except TileAbsentError:
             encoded = None  # a sparse gap: the decoder path renders background
         stored_jpeg = encoded is not None and encoded.media_type == JPEG
         if media_type == JPEG and stored_jpeg and valid.size == lvl.tile_size:
             assert encoded is not None
             return Rendered(encoded.data, JPEG)
-        key = make_key(slide.version, "tile", slide.id, level, col, row, plane.focal_plane,
-                       plane.optical_path, fmt, self.settings.jpeg_quality)
+        key = make_key(
+            slide.version,
+            "tile",
+            slide.id,
+            level,
+            col,
+            row,
+            plane.focal_plane,
+            plane.optical_path,
+            fmt,
+            self.settings.jpeg_quality,
+        )
 
         def produce() -> Rendered:
             if media_type == JPEG and encoded is not None and stored_jpeg:
@@ -86,8 +113,15 @@ class TileService:
 
         return await self._cached(key, produce, timings)
 
-    async def region(self, slide: Slide, level: int, l_region: Region, fmt: str,
-                     plane: Plane = Plane(), timings: Timings | None = None) -> Rendered:
+    async def region(
+        self,
+        slide: Slide,
+        level: int,
+        l_region: Region,
+        fmt: str,
+        plane: Plane = Plane(),
+        timings: Timings | None = None,
+    ) -> Rendered:
         timings = timings or Timings()
         self._check_area(l_region.size)
         lvl = slide.level(level)
@@ -98,9 +132,20 @@ class TileService:
                     return _npy(compose.region_pixels(slide, lvl, l_region, plane, self.tiles))
 
             return Rendered(await to_thread.run_sync(read), NPY)
-        key = make_key(slide.version, "region", slide.id, level, l_region.x, l_region.y,
-                       l_region.width, l_region.height, plane.focal_plane, plane.optical_path,
-                       fmt, self.settings.jpeg_quality)
+        key = make_key(
+            slide.version,
+            "region",
+            slide.id,
+            level,
+            l_region.x,
+            l_region.y,
+            l_region.width,
+            l_region.height,
+            plane.focal_plane,
+            plane.optical_path,
+            fmt,
+            self.settings.jpeg_quality,
+        )
 
         def produce() -> Rendered:
             with timings.measure("decode"):
@@ -109,42 +154,76 @@ class TileService:
 
         return await self._cached(key, produce, timings)
 
-    async def render(self, slide: Slide, l0_region: Region, out_size: Size, fmt: str, *,
-                     key_parts: tuple[object, ...] = (), plane: Plane = Plane(),
-                     transform: Callable[[Pixels], Pixels] | None = None,
-                     timings: Timings | None = None) -> Rendered:
+    async def render(
+        self,
+        slide: Slide,
+        l0_region: Region,
+        out_size: Size,
+        fmt: str,
+        *,
+        key_parts: tuple[object, ...] = (),
+        plane: Plane = Plane(),
+        transform: Callable[[Pixels], Pixels] | None = None,
+        timings: Timings | None = None,
+    ) -> Rendered:
         """``l0_region`` scaled to ``out_size`` (DZI and IIIF); ``transform`` post-processes
         (rotation, quality) and must be described by ``key_parts``."""
         timings = timings or Timings()
         self._check_area(out_size)
-        key = make_key(slide.version, "render", slide.id, l0_region.x, l0_region.y,
-                       l0_region.width, l0_region.height, out_size.width, out_size.height,
-                       plane.focal_plane, plane.optical_path, fmt, self.settings.jpeg_quality,
-                       *key_parts)
+        key = make_key(
+            slide.version,
+            "render",
+            slide.id,
+            l0_region.x,
+            l0_region.y,
+            l0_region.width,
+            l0_region.height,
+            out_size.width,
+            out_size.height,
+            plane.focal_plane,
+            plane.optical_path,
+            fmt,
+            self.settings.jpeg_quality,
+            *key_parts,
+        )
 
         def produce() -> Rendered:
             with timings.measure("decode"):
-                pixels = compose.render(slide, l0_region, out_size, plane, self.tiles,
-                                        max_read_pixels=4 * self.settings.max_output_pixels)
+                pixels = compose.render(
+                    slide,
+                    l0_region,
+                    out_size,
+                    plane,
+                    self.tiles,
+                    max_read_pixels=4 * self.settings.max_output_pixels,
+                )
                 if transform is not None:
                     pixels = transform(pixels)
             return self._encode(slide, pixels, fmt, timings)
 
         return await self._cached(key, produce, timings)
 
-    async def thumbnail(self, slide: Slide, max_side: int, fmt: str,
-                        timings: Timings | None = None) -> Rendered:
+    async def thumbnail(
+        self, slide: Slide, max_side: int, fmt: str, timings: Timings | None = None
+    ) -> Rendered:
         if max_side <= 0:
             raise InvalidRequestError("max must be positive")
         base = slide.levels[0].size if slide.levels else None
         if base is None:
             raise InvalidRequestError("slide has no pyramid levels")
         size = compose.thumbnail_size(base, max_side)
-        return await self.render(slide, Region(0, 0, base.width, base.height), size, fmt,
-                                 key_parts=("thumbnail",), timings=timings)
+        return await self.render(
+            slide,
+            Region(0, 0, base.width, base.height),
+            size,
+            fmt,
+            key_parts=("thumbnail",),
+            timings=timings,
+        )
 
-    async def associated(self, slide: Slide, name: str, fmt: str,
-                         timings: Timings | None = None) -> Rendered:
+    async def associated(
+        self, slide: Slide, name: str, fmt: str, timings: Timings | None = None
+    ) -> Rendered:
         timings = timings or Timings()
         image = slide.associated.get(name)
         if image is not None and image.grid.area == 1:
@@ -162,8 +241,9 @@ class TileService:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _decode_tile(self, slide: Slide, level: int, col: int, row: int, plane: Plane,
-                     timings: Timings) -> Pixels:
+    def _decode_tile(
+        self, slide: Slide, level: int, col: int, row: int, plane: Plane, timings: Timings
+    ) -> Pixels:
         with timings.measure("decode"):
             return compose.tile_pixels(slide, slide.level(level), col, row, plane, self.tiles)
 
@@ -176,8 +256,9 @@ class TileService:
             data = codec.encode(pixels, fmt, quality=self.settings.jpeg_quality, icc_profile=icc)
         return Rendered(data, media_type)
 
-    async def _cached(self, key: str, produce: Callable[[], Rendered],
-                      timings: Timings) -> Rendered:
+    async def _cached(
+        self, key: str, produce: Callable[[], Rendered], timings: Timings
+    ) -> Rendered:
         with timings.measure("cache"):
             blob = await self.cache.get(key)
         if blob is not None:
@@ -198,7 +279,8 @@ class TileService:
         if size.area > self.settings.max_output_pixels:
             raise LimitExceededError(
                 f"{size.width}x{size.height} exceeds the limit of "
-                f"{self.settings.max_output_pixels} output pixels")
+                f"{self.settings.max_output_pixels} output pixels"
+            )
 
 
 def _media_type(fmt: str) -> str:
@@ -206,7 +288,8 @@ def _media_type(fmt: str) -> str:
         return OUTPUT_FORMATS[fmt]
     except KeyError:
         raise InvalidRequestError(
-            f"unknown format {fmt!r}; use one of {', '.join(sorted(OUTPUT_FORMATS))}") from None
+            f"unknown format {fmt!r}; use one of {', '.join(sorted(OUTPUT_FORMATS))}"
+        ) from None
 
 
 def _npy(pixels: Pixels) -> bytes:

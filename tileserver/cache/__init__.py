@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from tileserver.cache.base import Cache, make_key, pack, unpack, version_prefix
+from tileserver.cache.base import Cache, KeyPart, make_key, pack, unpack, version_prefix
 from tileserver.cache.memory import MemoryCache
 from tileserver.cache.singleflight import SingleFlight, coalesce
 from tileserver.cache.tiered import TieredCache
@@ -18,6 +18,7 @@ from tileserver.errors import UnsupportedError
 
 __all__ = [
     "Cache",
+    "KeyPart",
     "MemoryCache",
     "SingleFlight",
     "TieredCache",

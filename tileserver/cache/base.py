@@ -16,6 +16,9 @@ from urllib.parse import quote
 
 KEY_PREFIX = "ts:"
 
+#: What a key part may be; numbers and None are tagged with their type, so 1 != "1".
+KeyPart = str | int | float | None
+
 #: Envelope layout: magic byte, media-type length byte, ASCII media type, payload.
 _MAGIC = 0xE1
 
@@ -42,15 +45,22 @@ def version_prefix(version: str) -> str:
     return f"{KEY_PREFIX}{quote(version, safe='')}:"
 
 
-def make_key(version: str, *parts: str) -> str:
+def make_key(version: str, *parts: KeyPart) -> str:
     """A compact key: readable content version, then a digest of the remaining parts."""
     digest = hashlib.blake2b(digest_size=16)
     for part in parts:
-        encoded = part.encode()
+        encoded = _encode_part(part)
         # Length-prefixing makes ("ab", "c") and ("a", "bc") distinct.
         digest.update(len(encoded).to_bytes(4, "big"))
         digest.update(encoded)
     return version_prefix(version) + digest.hexdigest()
+
+
+def _encode_part(part: object) -> bytes:
+    if isinstance(part, str):
+        return b"s" + part.encode()
+    # repr is exact for floats and deterministic for numpy scalars that slip through.
+    return f"{type(part).__name__}:{part!r}".encode()
 
 
 def pack(media_type: str, data: bytes) -> bytes:

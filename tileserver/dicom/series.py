@@ -100,11 +100,15 @@ def _deduplicate(instances: Iterable[IndexedInstance]) -> tuple[list[IndexedInst
 def _roles(instances: Sequence[IndexedInstance], warnings: list[str]) -> dict[str, str]:
     """Role per SOP Instance UID; a missing Image Type falls back to comparing sizes."""
     largest = max(instances, key=lambda i: i.header.total_size.area).header.total_size
+    tiled_sizes = {i.header.total_size for i in instances if i.header.number_of_frames > 1}
     roles = {}
     for inst in instances:
         role = inst.header.role
         if role is None:
             role = _role_from_size(inst.header.total_size, largest)
+            single = inst.header.number_of_frames == 1
+            if role == "VOLUME" and single and inst.header.total_size in tiled_sizes:
+                role = "THUMBNAIL"  # a one-frame copy of a tiled level's size is no level
             warnings.append(f"{inst.path}: no Image Type, taken as {role} from its size")
         roles[inst.header.sop_instance_uid] = role
     return roles

@@ -50,8 +50,9 @@ async def domain_error(request: Request, exc: Exception) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return json_response({"error": exc.detail}, status_code=exc.status_code,
-                         headers=dict(exc.headers or {}))
+    return json_response(
+        {"error": exc.detail}, status_code=exc.status_code, headers=dict(exc.headers or {})
+    )
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -28,27 +28,39 @@ class Metrics:
             self._sums[route] += seconds
 
     def render(self) -> str:
-        lines = ["# HELP tileserver_requests_total HTTP requests by route, method and status.",
-                 "# TYPE tileserver_requests_total counter"]
+        lines = [
+            "# HELP tileserver_requests_total HTTP requests by route, method and status.",
+            "# TYPE tileserver_requests_total counter",
+        ]
         with self._lock:
             for (route, method, status), n in sorted(self._requests.items()):
-                lines.append(f'tileserver_requests_total{{route="{route}",method="{method}",'
-                             f'status="{status}"}} {n}')
-            lines += ["# HELP tileserver_request_seconds Request latency by route.",
-                      "# TYPE tileserver_request_seconds histogram"]
+                lines.append(
+                    f'tileserver_requests_total{{route="{route}",method="{method}",'
+                    f'status="{status}"}} {n}'
+                )
+            lines += [
+                "# HELP tileserver_request_seconds Request latency by route.",
+                "# TYPE tileserver_request_seconds histogram",
+            ]
             for route, counts in sorted(self._buckets.items()):
                 for bound, n in zip(BUCKETS, counts, strict=False):
-                    lines.append(f'tileserver_request_seconds_bucket{{route="{route}",'
-                                 f'le="{bound}"}} {n}')
-                lines.append(f'tileserver_request_seconds_bucket{{route="{route}",le="+Inf"}} '
-                             f"{counts[-1]}")
+                    lines.append(
+                        f'tileserver_request_seconds_bucket{{route="{route}",le="{bound}"}} {n}'
+                    )
+                lines.append(
+                    f'tileserver_request_seconds_bucket{{route="{route}",le="+Inf"}} {counts[-1]}'
+                )
                 lines.append(f'tileserver_request_seconds_count{{route="{route}"}} {counts[-1]}')
-                lines.append(f'tileserver_request_seconds_sum{{route="{route}"}} '
-                             f"{self._sums[route]:.6f}")
-        lines += ["# HELP tileserver_cache_events_total Cache events by tier and outcome.",
-                  "# TYPE tileserver_cache_events_total counter"]
+                lines.append(
+                    f'tileserver_request_seconds_sum{{route="{route}"}} {self._sums[route]:.6f}'
+                )
+        lines += [
+            "# HELP tileserver_cache_events_total Cache events by tier and outcome.",
+            "# TYPE tileserver_cache_events_total counter",
+        ]
         for name, value in sorted(self.cache_stats().items()):
             tier, _, outcome = name.partition("_")
-            lines.append(f'tileserver_cache_events_total{{tier="{tier}",event="{outcome}"}} '
-                         f"{value}")
+            lines.append(
+                f'tileserver_cache_events_total{{tier="{tier}",event="{outcome}"}} {value}'
+            )
         return "\n".join(lines) + "\n"

@@ -12,8 +12,13 @@ from tileserver.http.metrics import Metrics
 
 PREFLIGHT_HEADERS = "Accept, Authorization, Content-Type, If-None-Match, Range"
 EXPOSED_HEADERS = "ETag, Server-Timing, Link, Content-Type, Content-Length, Location"
-_COMPRESSIBLE = (b"application/json", b"application/ld+json", b"application/dicom+json",
-                 b"application/xml", b"text/")
+_COMPRESSIBLE = (
+    b"application/json",
+    b"application/ld+json",
+    b"application/dicom+json",
+    b"application/xml",
+    b"text/",
+)
 
 
 class CorsMiddleware:
@@ -41,8 +46,10 @@ class CorsMiddleware:
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start" and allow is not None:
-                extra = [(b"access-control-allow-origin", allow),
-                         (b"access-control-expose-headers", EXPOSED_HEADERS.encode())]
+                extra = [
+                    (b"access-control-allow-origin", allow),
+                    (b"access-control-expose-headers", EXPOSED_HEADERS.encode()),
+                ]
                 if allow != b"*":
                     extra.append((b"vary", b"Origin"))
                 message["headers"] = [*message.get("headers", []), *extra]
@@ -131,8 +138,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, observe)
         finally:
-            self.metrics.observe_request(_route(scope), scope["method"], status,
-                                         time.perf_counter() - start)
+            self.metrics.observe_request(
+                _route(scope), scope["method"], status, time.perf_counter() - start
+            )
 
 
 def _route(scope: Scope) -> str:

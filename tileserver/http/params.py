@@ -8,8 +8,14 @@ from tileserver.compose import Plane
 from tileserver.errors import InvalidRequestError
 
 
-def int_param(request: Request, name: str, default: int | None = None, *,
-              minimum: int | None = None, maximum: int | None = None) -> int:
+def int_param(
+    request: Request,
+    name: str,
+    default: int | None = None,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         if default is None:

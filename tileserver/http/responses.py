@@ -14,8 +14,12 @@ from tileserver.timing import Timings
 TILE_CACHE_CONTROL = "public, max-age=86400"
 
 
-def json_response(value: Any, status_code: int = 200, headers: dict[str, str] | None = None,
-                  media_type: str = "application/json") -> Response:
+def json_response(
+    value: Any,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    media_type: str = "application/json",
+) -> Response:
     body = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
     return Response(body, status_code=status_code, headers=headers, media_type=media_type)
 
@@ -32,8 +36,9 @@ def not_modified(request: Request, etag: str) -> bool:
     return header.strip() == "*" or etag in (t.strip() for t in header.split(","))
 
 
-def image_response(request: Request, data: bytes, media_type: str, etag: str,
-                   timings: Timings | None = None) -> Response:
+def image_response(
+    request: Request, data: bytes, media_type: str, etag: str, timings: Timings | None = None
+) -> Response:
     """Bytes with ``ETag``/``Cache-Control``; a 304 when the client already has them."""
     headers = {"ETag": etag, "Cache-Control": TILE_CACHE_CONTROL}
     if timings is not None and timings.values:

@@ -38,8 +38,16 @@ def _export(settings: Settings) -> None:
     """Worker processes rebuild the settings from TILESERVER_* variables."""
     os.environ["TILESERVER_SLIDES"] = os.pathsep.join(str(p.resolve()) for p in settings.slides)
     os.environ["TILESERVER_CATALOG"] = str(settings.catalog)
-    for name in ("redis_url", "cache_bytes", "rescan_interval", "max_output_pixels",
-                 "cors_origins", "jpeg_quality", "max_open_slides", "convert_to_srgb"):
+    for name in (
+        "redis_url",
+        "cache_bytes",
+        "rescan_interval",
+        "max_output_pixels",
+        "cors_origins",
+        "jpeg_quality",
+        "max_open_slides",
+        "convert_to_srgb",
+    ):
         value = getattr(settings, name)
         if value is not None:
             os.environ[f"TILESERVER_{name.upper()}"] = str(value)

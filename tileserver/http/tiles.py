@@ -43,8 +43,10 @@ def slide_detail(slide: Slide) -> dict[str, Any]:
         "mpp": list(slide.mpp) if slide.mpp else None,
         "focal_planes": list(slide.focal_planes),
         "optical_paths": list(slide.optical_paths),
-        "associated_images": [{"name": a.name, "width": a.size.width, "height": a.size.height}
-                              for a in slide.associated.values()],
+        "associated_images": [
+            {"name": a.name, "width": a.size.width, "height": a.size.height}
+            for a in slide.associated.values()
+        ],
         "icc_profile": slide.icc_profile is not None,
         "attributes": dict(slide.attributes),
         "warnings": list(slide.warnings),
@@ -53,9 +55,13 @@ def slide_detail(slide: Slide) -> dict[str, Any]:
 
 def _level(lv: Any) -> dict[str, Any]:
     return {
-        "index": lv.index, "width": lv.size.width, "height": lv.size.height,
-        "tile_width": lv.tile_size.width, "tile_height": lv.tile_size.height,
-        "grid": [lv.grid.width, lv.grid.height], "downsample": list(lv.downsample),
+        "index": lv.index,
+        "width": lv.size.width,
+        "height": lv.size.height,
+        "tile_width": lv.tile_size.width,
+        "tile_height": lv.tile_size.height,
+        "grid": [lv.grid.width, lv.grid.height],
+        "downsample": list(lv.downsample),
         "mpp": list(lv.mpp) if lv.mpp else None,
     }
 
@@ -99,8 +105,12 @@ async def get_region(request: Request) -> Response:
     service, timings = service_of(request), Timings()
     slide = await service.slide(request.path_params["slide_id"], timings)
     level = int_param(request, "level", 0, minimum=0)
-    region = Region(int_param(request, "x", 0), int_param(request, "y", 0),
-                    int_param(request, "width", minimum=1), int_param(request, "height", minimum=1))
+    region = Region(
+        int_param(request, "x", 0),
+        int_param(request, "y", 0),
+        int_param(request, "width", minimum=1),
+        int_param(request, "height", minimum=1),
+    )
     fmt = format_param(request, "jpeg", (*IMAGE_FORMATS, "npy"))
     assert fmt is not None
     plane = plane_param(request)
