@@ -54,7 +54,9 @@ def test_levels_and_grids_match_openslide(
 
 @pytest.mark.parametrize(("width", "height"), SMALL_SIZES)
 @pytest.mark.parametrize(("tile_size", "overlap"), TILINGS)
-def test_every_tile_matches_openslide(width: int, height: int, tile_size: int, overlap: int) -> None:
+def test_every_tile_matches_openslide(
+    width: int, height: int, tile_size: int, overlap: int
+) -> None:
     expected = oracle(width, height, tile_size, overlap)
     dzi = DeepZoom(width, height, tile_size, overlap)
 
@@ -116,7 +118,9 @@ def test_outside_the_pyramid_is_not_found(level: int, col: int, row: int) -> Non
 @pytest.mark.parametrize(
     ("width", "height", "tile_size", "overlap"), [(0, 5, 256, 0), (5, 5, 0, 0), (5, 5, 256, -1)]
 )
-def test_malformed_pyramid_is_invalid(width: int, height: int, tile_size: int, overlap: int) -> None:
+def test_malformed_pyramid_is_invalid(
+    width: int, height: int, tile_size: int, overlap: int
+) -> None:
     with pytest.raises(InvalidRequestError):
         DeepZoom(width, height, tile_size, overlap)
 

@@ -89,7 +89,7 @@ def _index(args: argparse.Namespace) -> int:
     ids = [
         sid
         for sid, files in catalog.series_files().items()
-        if any(root in roots for _, root in files)
+        if any(f[1] in roots for f in files)
     ]
     slides = [slide_summary(library.get(sid)) for sid in sorted(ids)]
     if args.json:

@@ -15,7 +15,7 @@ import numpy as np
 from anyio import to_thread
 
 from tileserver import codec, compose
-from tileserver.cache import Cache, coalesce, make_key, pack, unpack
+from tileserver.cache import Cache, KeyPart, coalesce, make_key, pack, unpack
 from tileserver.catalog import SlideLibrary
 from tileserver.compose import Pixels, Plane
 from tileserver.errors import InvalidRequestError, LimitExceededError, TileAbsentError
@@ -161,7 +161,7 @@ class TileService:
         out_size: Size,
         fmt: str,
         *,
-        key_parts: tuple[object, ...] = (),
+        key_parts: tuple[KeyPart, ...] = (),
         plane: Plane = Plane(),
         transform: Callable[[Pixels], Pixels] | None = None,
         timings: Timings | None = None,
@@ -262,8 +262,11 @@ class TileService:
         with timings.measure("cache"):
             blob = await self.cache.get(key)
         if blob is not None:
-            media_type, data = unpack(blob)
-            return Rendered(data, media_type)
+            try:
+                media_type, data = unpack(blob)
+                return Rendered(data, media_type)
+            except ValueError:
+                pass  # not our envelope (another release wrote it): a miss
 
         async def build() -> bytes:
             rendered = await to_thread.run_sync(produce)

@@ -32,7 +32,7 @@ class SlideLibrary:
         self._open: OrderedDict[str, Slide] = OrderedDict()
         self._lock = threading.Lock()
         self._generation = -1
-        self._files: dict[str, list[tuple[str, str]]] = {}
+        self._files: dict[str, list[tuple[str, str, int, int]]] = {}
 
     def refresh(self) -> ScanReport:
         """Rescan the roots and forget slides whose files changed."""
@@ -79,8 +79,8 @@ class SlideLibrary:
         if not instances:
             raise NotFoundError(f"no slide {slide_id!r}")
         layout = assemble(instances)
-        files = self._files.get(slide_id) or [(i.path, "") for i in instances]
-        relative = _relative_path(files)
+        files = self._files.get(slide_id) or [(i.path, "", 0, 0) for i in instances]
+        relative = _relative_path([(path, root) for path, root, *_ in files])
         warnings = [
             *layout.warnings,
             *(f"{Path(i.path).name}: {w}" for i in layout.instances for w in i.warnings),

@@ -50,7 +50,7 @@ def scan(
     """Index new and changed files under ``roots``; drop vanished ones."""
     report = ScanReport()
     known = catalog.files()
-    series_of = {p: s for s, files in catalog.series_files().items() for p, _ in files}
+    series_of = {f[0]: s for s, files in catalog.series_files().items() for f in files}
     seen: set[str] = set()
     for root in roots:
         root_path = Path(root).resolve()

@@ -177,15 +177,13 @@ class Catalog:
         rows = self._query("SELECT DISTINCT series_uid FROM instances ORDER BY series_uid")
         return [r[0] for r in rows]
 
-    def series_files(self) -> dict[str, list[tuple[str, str]]]:
-        """(path, root) of every file per series."""
-        result: dict[str, list[tuple[str, str]]] = {}
-        rows = self._query(
-            "SELECT i.series_uid, f.path, f.root FROM instances i "
-            "JOIN files f USING (path) ORDER BY f.path"
-        )
+    def series_files(self) -> dict[str, list[tuple[str, str, int, int]]]:
+        """(path, root, size, mtime_ns) of every file per series: changes with any file."""
+        result: dict[str, list[tuple[str, str, int, int]]] = {}
+        rows = self._query("SELECT i.series_uid, f.path, f.root, f.size, f.mtime_ns "
+                           "FROM instances i JOIN files f USING (path) ORDER BY f.path")
         for r in rows:
-            result.setdefault(r[0], []).append((r[1], r[2]))
+            result.setdefault(r[0], []).append((r[1], r[2], r[3], r[4]))
         return result
 
     def instances(self, series_uid: str) -> list[IndexedInstance]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
 
 from tileserver.cache import build_cache
 from tileserver.catalog import Catalog, SlideLibrary
@@ -55,16 +56,16 @@ def create_app(settings: Settings) -> Starlette:
             Middleware(CorsMiddleware, origins=settings.cors_origins),
             Middleware(GzipTextMiddleware),
         ],
-        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
     app.state.tileserver = state
     return app
 
 
-def _optional_routes() -> list[object]:
+def _optional_routes() -> list[BaseRoute]:
     """Fronts that live in their own modules; each is added once it exists."""
-    routes: list[object] = []
+    routes: list[BaseRoute] = []
     for name in ("dzi", "iiif", "viewer", "dicomweb"):
         try:
             module = __import__(f"tileserver.http.{name}", fromlist=["routes"])

@@ -1,0 +1,162 @@
+"""The catalog and scanner: bad input, mixed trees, incremental rescans, the CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+
+import fixtures
+from fixtures import FixtureSet
+from tileserver.catalog import Catalog, SlideLibrary, scan
+from tileserver.cli import main
+from tileserver.dicom import index_instance
+from tileserver.errors import CorruptSlideError, NotWsiError, SlideError
+
+EXPECTED_SKIP_REASONS = {
+    "text_file.dcm": "not a DICOM file",
+    "empty_file.dcm": "empty file",
+    "truncated_pixel_data.dcm": "truncated",
+    "inconsistent_frame_count.dcm": "fragments for",
+    "ct_image.dcm": "is not VL Whole Slide Microscopy",
+    "basic_text_sr.dcm": "is not VL Whole Slide Microscopy",
+    "segmentation.dcm": "is not VL Whole Slide Microscopy",
+    "garbage_after_preamble.dcm": "SOP class missing",
+}
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return fixtures.write_broken(tmp_path_factory.mktemp("broken"))
+
+
+@pytest.fixture
+def mixed_tree(tmp_path: Path, fixture_dir: dict[str, FixtureSet],
+               broken: dict[str, Path]) -> Path:
+    """Good pyramids, every broken file and a duplicate, side by side in one tree."""
+    tree = tmp_path / "slides"
+    for case in ("jpeg_bot", "sparse", "duplicate_uid"):
+        shutil.copytree(fixture_dir[case].directory, tree / case)
+    (tree / "broken").mkdir()
+    for path in broken.values():
+        shutil.copy2(path, tree / "broken" / path.name)
+    return tree
+
+
+def run_index(tree: Path, catalog: Path, capsys: pytest.CaptureFixture[str]) -> dict:
+    assert main(["index", str(tree), "--catalog", str(catalog), "--json"]) == 0
+    return orjson.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_SKIP_REASONS))
+def test_bad_file_raises_a_clear_slide_error(broken: dict[str, Path], name: str) -> None:
+    path = next(p for p in broken.values() if p.name == name)
+    with pytest.raises(SlideError, match=EXPECTED_SKIP_REASONS[name]):
+        index_instance(path)
+
+
+def test_non_wsi_dicom_is_not_wsi_error(broken: dict[str, Path]) -> None:
+    with pytest.raises(NotWsiError):
+        index_instance(broken["ct_image"])
+
+
+def test_truncated_file_is_corrupt(broken: dict[str, Path]) -> None:
+    with pytest.raises(CorruptSlideError):
+        index_instance(broken["truncated_pixel_data"])
+
+
+def test_offset_table_past_end_of_file_is_walked_and_reported(broken: dict[str, Path]) -> None:
+    inst = index_instance(broken["bot_past_end"])
+    assert any("Basic Offset Table disagrees" in w for w in inst.warnings)
+
+
+def test_mixed_tree_skips_bad_files_and_indexes_every_good_slide(
+        mixed_tree: Path, tmp_path: Path, fixture_dir: dict[str, FixtureSet],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    summary = run_index(mixed_tree, tmp_path / "catalog.sqlite", capsys)
+    reasons = {Path(s["path"]).name: s["reason"] for s in summary["skipped"]}
+    for name, fragment in EXPECTED_SKIP_REASONS.items():
+        assert name in reasons and fragment in reasons[name]
+    ids = {s["id"] for s in summary["slides"]}
+    for case in ("jpeg_bot", "sparse", "duplicate_uid"):
+        assert fixture_dir[case].series_uid in ids
+    duplicate = next(s for s in summary["slides"]
+                     if s["id"] == fixture_dir["duplicate_uid"].series_uid)
+    assert any("duplicate SOP Instance UID" in w for w in duplicate["warnings"])
+    jpeg = next(s for s in summary["slides"] if s["id"] == fixture_dir["jpeg_bot"].series_uid)
+    assert [(lv["width"], lv["height"], lv["frames"]) for lv in jpeg["levels"]] == [
+        (lv.width, lv.height, lv.number_of_frames) for lv in fixture_dir["jpeg_bot"].levels]
+
+
+def test_rescan_skips_unchanged_and_follows_changes(mixed_tree: Path, tmp_path: Path,
+                                                    fixture_dir: dict[str, FixtureSet]) -> None:
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    library = SlideLibrary(catalog, [mixed_tree])
+    first = library.refresh()
+    assert first.indexed and first.unchanged == 0
+    second = library.refresh()
+    assert second.indexed == [] and second.skipped == [] and second.removed == []
+    assert second.unchanged == len(catalog.files())
+
+    slide_id = fixture_dir["jpeg_bot"].series_uid
+    before = library.get(slide_id).version
+    touched = mixed_tree / "jpeg_bot" / "level0.dcm"
+    stat = touched.stat()
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    third = library.refresh()
+    assert [Path(i.path).name for i in third.indexed] == ["level0.dcm"]
+    assert library.get(slide_id).version != before
+
+    shutil.rmtree(mixed_tree / "sparse")
+    fourth = library.refresh()
+    assert len(fourth.removed) == len(fixture_dir["sparse"].paths)
+    assert fixture_dir["sparse"].series_uid not in library.ids()
+
+
+def test_interrupted_scan_leaves_only_complete_entries(mixed_tree: Path, tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    calls = iter(range(10**6))
+    partial = scan(catalog, [mixed_tree], should_stop=lambda: next(calls) >= 3)
+    assert len(partial.indexed) + len(partial.skipped) == 3
+    assert len(catalog.files()) == 3
+    for series_uid in catalog.series_uids():
+        for inst in catalog.instances(series_uid):
+            assert len(inst.frames) == inst.header.number_of_frames
+    rest = scan(catalog, [mixed_tree])
+    assert rest.unchanged == 3
+
+
+def test_library_keeps_a_bounded_number_of_slides_open(mixed_tree: Path, tmp_path: Path) -> None:
+    library = SlideLibrary(Catalog(tmp_path / "catalog.sqlite"), [mixed_tree], max_open=2)
+    library.refresh()
+    for slide_id in library.ids():
+        library.get(slide_id)
+    assert len(library._open) == 2
+
+
+def test_validate_reports_offset_tables_and_absent_tiles(
+        fixture_dir: dict[str, FixtureSet], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(fixture_dir["sparse"].directory), "--json"]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    (slide,) = report["slides"]
+    absent = sum(lv["absent_tiles"] for lv in slide["levels"])
+    assert absent == sum(len(lv.absent_tiles) for lv in fixture_dir["sparse"].levels)
+    assert {f["offset_table"] for f in slide["files"]} <= {"bot", "empty", "eot", "native"}
+    assert main(["validate", str(fixture_dir["concatenation"].directory)]) == 0
+    text = capsys.readouterr().out
+    assert "concatenation" in text and "complete" in text and "INCOMPLETE" not in text
+
+
+def test_validate_flags_an_incomplete_concatenation(
+        fixture_dir: dict[str, FixtureSet], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    partial = tmp_path / "partial"
+    shutil.copytree(fixture_dir["concatenation"].directory, partial)
+    part = next(i.path for i in fixture_dir["concatenation"].level(0).instances
+                if i.concatenation_number == 2)
+    (partial / part.name).unlink()
+    assert main(["validate", str(partial)]) == 0
+    assert "INCOMPLETE" in capsys.readouterr().out
