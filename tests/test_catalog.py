@@ -34,8 +34,7 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def mixed_tree(tmp_path: Path, fixture_dir: dict[str, FixtureSet],
-               broken: dict[str, Path]) -> Path:
+def mixed_tree(tmp_path: Path, fixture_dir: dict[str, FixtureSet], broken: dict[str, Path]) -> Path:
     """Good pyramids, every broken file and a duplicate, side by side in one tree."""
     tree = tmp_path / "slides"
     for case in ("jpeg_bot", "sparse", "duplicate_uid"):
@@ -74,8 +73,11 @@ def test_offset_table_past_end_of_file_is_walked_and_reported(broken: dict[str, 
 
 
 def test_mixed_tree_skips_bad_files_and_indexes_every_good_slide(
-        mixed_tree: Path, tmp_path: Path, fixture_dir: dict[str, FixtureSet],
-        capsys: pytest.CaptureFixture[str]) -> None:
+    mixed_tree: Path,
+    tmp_path: Path,
+    fixture_dir: dict[str, FixtureSet],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     summary = run_index(mixed_tree, tmp_path / "catalog.sqlite", capsys)
     reasons = {Path(s["path"]).name: s["reason"] for s in summary["skipped"]}
     for name, fragment in EXPECTED_SKIP_REASONS.items():
@@ -83,16 +85,19 @@ def test_mixed_tree_skips_bad_files_and_indexes_every_good_slide(
     ids = {s["id"] for s in summary["slides"]}
     for case in ("jpeg_bot", "sparse", "duplicate_uid"):
         assert fixture_dir[case].series_uid in ids
-    duplicate = next(s for s in summary["slides"]
-                     if s["id"] == fixture_dir["duplicate_uid"].series_uid)
+    duplicate = next(
+        s for s in summary["slides"] if s["id"] == fixture_dir["duplicate_uid"].series_uid
+    )
     assert any("duplicate SOP Instance UID" in w for w in duplicate["warnings"])
     jpeg = next(s for s in summary["slides"] if s["id"] == fixture_dir["jpeg_bot"].series_uid)
     assert [(lv["width"], lv["height"], lv["frames"]) for lv in jpeg["levels"]] == [
-        (lv.width, lv.height, lv.number_of_frames) for lv in fixture_dir["jpeg_bot"].levels]
+        (lv.width, lv.height, lv.number_of_frames) for lv in fixture_dir["jpeg_bot"].levels
+    ]
 
 
-def test_rescan_skips_unchanged_and_follows_changes(mixed_tree: Path, tmp_path: Path,
-                                                    fixture_dir: dict[str, FixtureSet]) -> None:
+def test_rescan_skips_unchanged_and_follows_changes(
+    mixed_tree: Path, tmp_path: Path, fixture_dir: dict[str, FixtureSet]
+) -> None:
     catalog = Catalog(tmp_path / "catalog.sqlite")
     library = SlideLibrary(catalog, [mixed_tree])
     first = library.refresh()
@@ -138,7 +143,8 @@ def test_library_keeps_a_bounded_number_of_slides_open(mixed_tree: Path, tmp_pat
 
 
 def test_validate_reports_offset_tables_and_absent_tiles(
-        fixture_dir: dict[str, FixtureSet], capsys: pytest.CaptureFixture[str]) -> None:
+    fixture_dir: dict[str, FixtureSet], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["validate", str(fixture_dir["sparse"].directory), "--json"]) == 0
     report = orjson.loads(capsys.readouterr().out)
     (slide,) = report["slides"]
@@ -151,12 +157,15 @@ def test_validate_reports_offset_tables_and_absent_tiles(
 
 
 def test_validate_flags_an_incomplete_concatenation(
-        fixture_dir: dict[str, FixtureSet], tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    fixture_dir: dict[str, FixtureSet], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     partial = tmp_path / "partial"
     shutil.copytree(fixture_dir["concatenation"].directory, partial)
-    part = next(i.path for i in fixture_dir["concatenation"].level(0).instances
-                if i.concatenation_number == 2)
+    part = next(
+        i.path
+        for i in fixture_dir["concatenation"].level(0).instances
+        if i.concatenation_number == 2
+    )
     (partial / part.name).unlink()
     assert main(["validate", str(partial)]) == 0
     assert "INCOMPLETE" in capsys.readouterr().out

@@ -1,0 +1,259 @@
+"""The native API over a real socket: a ``tileserver serve`` process and httpx."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from serverproc import ServerProcess
+
+from fixtures import FixtureSet
+
+CASES = ("jpeg_bot", "native_explicit", "j2k_lossless", "sparse", "multi_focal_optical")
+
+
+@pytest.fixture(scope="module")
+def slide_root(
+    tmp_path_factory: pytest.TempPathFactory, fixture_dir: dict[str, FixtureSet]
+) -> Path:
+    root = tmp_path_factory.mktemp("slides")
+    for case in CASES:
+        shutil.copytree(fixture_dir[case].directory, root / case)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(slide_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    process = ServerProcess([slide_root], tmp_path_factory.mktemp("server")).start()
+    try:
+        yield process.url
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server, timeout=30) as c:
+        yield c
+
+
+def pixels(response: httpx.Response) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+
+
+def test_health_and_readiness(client: httpx.Client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+
+
+def test_slide_list(client: httpx.Client, fixture_dir: dict[str, FixtureSet]) -> None:
+    slides = {s["id"]: s for s in client.get("/slides").json()["slides"]}
+    for case in CASES:
+        entry = slides[fixture_dir[case].series_uid]
+        assert entry["path"] == case and entry["name"] == case
+        assert entry["size"] == sum(p.stat().st_size for p in fixture_dir[case].paths)
+        assert entry["levels"][0]["width"] == fixture_dir[case].level(0).width
+    assert slides[fixture_dir["jpeg_bot"].series_uid]["associated"] == [
+        "label",
+        "overview",
+        "thumbnail",
+    ]
+
+
+def test_slide_detail(client: httpx.Client, fixture_dir: dict[str, FixtureSet]) -> None:
+    fs = fixture_dir["multi_focal_optical"]
+    detail = client.get(f"/slides/{fs.series_uid}").json()
+    assert detail["focal_planes"] == pytest.approx(list(fs.level(0).focal_planes_um))
+    assert detail["optical_paths"] == list(fs.level(0).optical_paths)
+    level = detail["levels"][1]
+    assert level["downsample"] == [2.0, 2.0]
+    assert level["grid"] == [fs.level(1).tiles_across, fs.level(1).tiles_down]
+    assert level["mpp"] == pytest.approx([fs.level(1).pixel_spacing_mm * 1000] * 2)
+
+
+@pytest.mark.parametrize("case", ["jpeg_bot", "j2k_lossless", "native_explicit"])
+def test_stored_tiles_are_the_frame_bytes(
+    client: httpx.Client, fixture_dir: dict[str, FixtureSet], case: str
+) -> None:
+    fs = fixture_dir[case]
+    media = {
+        "jpeg_bot": "image/jpeg",
+        "j2k_lossless": "image/jp2",
+        "native_explicit": "application/octet-stream",
+    }[case]
+    inst = fs.level(0).instances[0]
+    for number, (_, _, col, row) in enumerate(inst.frame_tiles):
+        response = client.get(f"/slides/{fs.series_uid}/tiles/0/{col}/{row}")
+        assert response.status_code == 200
+        assert response.headers["content-type"] == media
+        assert response.content == inst.read_frame(number)
+
+
+def test_etag_304_head_and_cache_headers(
+    client: httpx.Client, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    url = f"/slides/{fixture_dir['jpeg_bot'].series_uid}/tiles/0/0/0"
+    first = client.get(url)
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and "max-age" in first.headers["cache-control"]
+    assert "read;dur=" in first.headers["server-timing"]
+    assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
+    head = client.head(url)
+    assert head.status_code == 200 and head.content == b""
+    assert int(head.headers["content-length"]) == len(first.content)
+
+
+def test_transcoded_tile_equals_the_source_pixels(
+    client: httpx.Client, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    fs = fixture_dir["j2k_lossless"]
+    level = fs.level(0)
+    col, row = level.tiles_across - 1, level.tiles_down - 1  # an edge tile: cropped
+    response = client.get(f"/slides/{fs.series_uid}/tiles/0/{col}/{row}?format=png")
+    assert response.headers["content-type"] == "image/png"
+    x, y = col * level.tile_width, row * level.tile_height
+    assert np.array_equal(pixels(response), fs.level_pixels(0)[y:, x:])
+
+
+def test_jpeg_edge_tile_is_cropped(
+    client: httpx.Client, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    fs = fixture_dir["jpeg_bot"]
+    level = fs.level(0)
+    col, row = level.tiles_across - 1, level.tiles_down - 1
+    response = client.get(f"/slides/{fs.series_uid}/tiles/0/{col}/{row}?format=jpeg")
+    image = pixels(response)
+    assert image.shape[:2] == (
+        level.height - row * level.tile_height,
+        level.width - col * level.tile_width,
+    )
+    source = fs.level_pixels(0)[row * level.tile_height :, col * level.tile_width :]
+    assert np.abs(image.astype(int) - source.astype(int)).mean() < 4
+
+
+def test_absent_sparse_tile_is_a_background_tile(
+    client: httpx.Client, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    fs = fixture_dir["sparse"]
+    _, _, col, row = sorted(fs.level(0).absent_tiles)[0]
+    response = client.get(f"/slides/{fs.series_uid}/tiles/0/{col}/{row}")
+    assert response.status_code == 200
+    assert pixels(response).min() > 240
+
+
+def test_region_npy_equals_the_source_pixels(
+    client: httpx.Client, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    fs = fixture_dir["native_explicit"]
+    source = fs.level_pixels(0)
+    x, y, w, h = 50, 30, 300, 250  # spans tile boundaries
+    response = client.get(
+        f"/slides/{fs.series_uid}/region",
+        params={"level": 0, "x": x, "y": y, "width": w, "height": h, "format": "npy"},
+    )
+    array = np.load(io.BytesIO(response.content))
+    assert array.shape == (h, w, 3) and array.dtype == np.uint8
+    assert np.array_equal(array, source[y : y + h, x : x + w])
+
+
+def test_region_beyond_the_image_is_background(
+    client: httpx.Client, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    fs = fixture_dir["native_explicit"]
+    level = fs.level(0)
+    response = client.get(
+        f"/slides/{fs.series_uid}/region",
+        params={"x": level.width - 10, "y": 0, "width": 40, "height": 20, "format": "npy"},
+    )
+    array = np.load(io.BytesIO(response.content))
+    assert np.array_equal(array[:, :10], fs.level_pixels(0)[:20, -10:])
+    assert (array[:, 10:] == 255).all()
+
+
+def test_thumbnail_and_associated(client: httpx.Client, fixture_dir: dict[str, FixtureSet]) -> None:
+    fs = fixture_dir["jpeg_bot"]
+    thumb = pixels(client.get(f"/slides/{fs.series_uid}/thumbnail?max=128"))
+    assert max(thumb.shape[:2]) == 128
+    label = client.get(f"/slides/{fs.series_uid}/associated/label?format=png")
+    expected = fs.associated_image("LABEL").pixels
+    assert np.abs(pixels(label).astype(int) - expected.astype(int)).mean() < 4
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("/slides/unknown", 404),
+        ("/slides/{id}/tiles/9/0/0", 404),
+        ("/slides/{id}/tiles/0/99/0", 400),
+        ("/slides/{id}/tiles/0/0/0?format=bmp", 400),
+        ("/slides/{id}/tiles/0/0/0?z=7", 400),
+        ("/slides/{id}/region?width=0&height=10", 400),
+        ("/slides/{id}/region?x=abc&width=10&height=10", 400),
+        ("/slides/{id}/region?width=100000&height=100000", 400),
+        ("/slides/{id}/associated/macro", 404),
+        ("/slides/{id}/thumbnail?max=-1", 400),
+        ("/nowhere", 404),
+    ],
+)
+def test_bad_requests_get_json_4xx_with_cors(
+    client: httpx.Client, url: str, status: int, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    response = client.get(url.format(id=fixture_dir["jpeg_bot"].series_uid))
+    assert response.status_code == status
+    assert "error" in response.json()
+    assert response.headers["access-control-allow-origin"] == "*"
+
+
+def test_preflight_allows_accept_and_authorization(client: httpx.Client) -> None:
+    response = client.options(
+        "/slides",
+        headers={
+            "Origin": "http://viewer.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "Accept, Authorization",
+        },
+    )
+    assert response.status_code == 204
+    allowed = response.headers["access-control-allow-headers"].lower()
+    assert "accept" in allowed and "authorization" in allowed
+    assert response.headers["access-control-allow-origin"] == "*"
+
+
+def test_json_is_gzipped(client: httpx.Client) -> None:
+    response = client.get("/slides", headers={"Accept-Encoding": "gzip"})
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.json()["slides"]
+
+
+def test_metrics_count_requests_per_route(client: httpx.Client) -> None:
+    client.get("/healthz")
+    text = client.get("/metrics").text
+    assert 'tileserver_requests_total{route="/healthz",method="GET",status="200"}' in text
+    assert "tileserver_request_seconds_bucket" in text
+    assert "tileserver_cache_events_total" in text
+
+
+def test_new_and_removed_files_are_picked_up_without_restart(
+    client: httpx.Client, slide_root: Path, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    fs = fixture_dir["rle"]
+    shutil.copytree(fs.directory, slide_root / "rle")
+    assert _eventually(lambda: client.get(f"/slides/{fs.series_uid}").status_code == 200)
+    shutil.rmtree(slide_root / "rle")
+    assert _eventually(lambda: client.get(f"/slides/{fs.series_uid}").status_code == 404)
+
+
+def _eventually(check: object, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        time.sleep(0.2)
+    return False
