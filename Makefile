@@ -13,6 +13,7 @@ LINT_PATHS := tileserver tests fixtures bench
 PYTEST_ARGS ?=
 
 DEMO_DIR ?= .data/demo
+CATALOG ?= .data/catalog.sqlite
 HOST ?= 127.0.0.1
 PORT ?= 8000
 BENCH_ARGS ?=
@@ -35,17 +36,18 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m playwright --version
 	touch $@
 
+# Each check runs even when an earlier one failed; `s` collects the failure. No $(MAKE)
+# recursion, so `make -n test` only prints.
+LINT = $(BIN)/ruff check $(LINT_PATHS) || s=1; \
+	$(BIN)/ruff format --check $(LINT_PATHS) || s=1; \
+	$(BIN)/mypy --strict tileserver || s=1
+
 lint: venv
-	$(BIN)/ruff check $(LINT_PATHS)
-	$(BIN)/ruff format --check $(LINT_PATHS)
-	$(BIN)/mypy --strict tileserver
+	s=0; $(LINT); exit $$s
 
 # Lint and tests both run so one report shows everything; either failing fails the target.
 test: venv
-	@status=0; \
-	$(MAKE) --no-print-directory lint || status=$$?; \
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) || status=$$?; \
-	exit $$status
+	s=0; $(LINT); $(BIN)/python -m pytest -q $(PYTEST_ARGS) || s=$$?; exit $$s
 
 run: venv
 	@if [ -z "$$(ls -A $(DEMO_DIR) 2>/dev/null)" ]; then \
@@ -54,7 +56,7 @@ run: venv
 	    || $(BIN)/python -m fixtures $(DEMO_DIR) --case jpeg_bot; \
 	fi
 	@echo "viewer: http://$(HOST):$(PORT)/"
-	$(BIN)/tileserver serve --slides $(DEMO_DIR) --host $(HOST) --port $(PORT)
+	$(BIN)/tileserver serve --slides $(DEMO_DIR) --catalog $(CATALOG) --host $(HOST) --port $(PORT)
 
 # Every bench/*_bench.py is a benchmark; each one is bounded to a few minutes.
 bench: venv

@@ -34,7 +34,11 @@ from tileserver.geometry import Region, Size
 from tileserver.slide import Level
 
 __all__ = [
+    "EXTRA_FEATURES_V3",
     "FORMATS",
+    "PROTOCOL",
+    "QUALITIES",
+    "SUPPORTS_V2",
     "IiifRequest",
     "Limits",
     "info_json",

@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute
 
 from tileserver.cache import build_cache
 from tileserver.catalog import Catalog, SlideLibrary
-from tileserver.http import health, tiles
+from tileserver.http import admin, health, tiles
 from tileserver.http.errors import HANDLERS
 from tileserver.http.metrics import Metrics
 from tileserver.http.middleware import CorsMiddleware, GzipTextMiddleware, MetricsMiddleware
@@ -50,7 +50,7 @@ def create_app(settings: Settings) -> Starlette:
             catalog.close()
 
     app = Starlette(
-        routes=[*health.routes, *tiles.routes, *_optional_routes()],
+        routes=[*health.routes, *tiles.routes, *admin.routes, *_optional_routes()],
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(CorsMiddleware, origins=settings.cors_origins),

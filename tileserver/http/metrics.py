@@ -60,6 +60,8 @@ class Metrics:
         ]
         for name, value in sorted(self.cache_stats().items()):
             tier, _, outcome = name.partition("_")
+            if tier not in ("l1", "l2"):
+                tier, outcome = "all", name
             lines.append(
                 f'tileserver_cache_events_total{{tier="{tier}",event="{outcome}"}} {value}'
             )
