@@ -87,9 +87,7 @@ def _index(args: argparse.Namespace) -> int:
     roots = [str(r) for r in library.roots]
     skipped = [{"path": f.path, "reason": f.reason} for f in catalog.skipped() if f.root in roots]
     ids = [
-        sid
-        for sid, files in catalog.series_files().items()
-        if any(f[1] in roots for f in files)
+        sid for sid, files in catalog.series_files().items() if any(f[1] in roots for f in files)
     ]
     slides = [slide_summary(library.get(sid)) for sid in sorted(ids)]
     if args.json:

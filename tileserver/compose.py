@@ -30,6 +30,9 @@ class Plane:
     optical_path: int = 0
 
 
+DEFAULT_PLANE = Plane()
+
+
 class DecodedTiles:
     """A small LRU of decoded tiles, bounded by bytes: neighbouring requests share tiles."""
 
@@ -98,7 +101,7 @@ def region_pixels(
     slide: Slide,
     level: Level,
     l_region: Region,
-    plane: Plane = Plane(),
+    plane: Plane = DEFAULT_PLANE,
     tiles: DecodedTiles | None = None,
 ) -> Pixels:
     """Pixels of ``l_region`` at ``level``; parts outside the image are background."""
@@ -136,7 +139,7 @@ def render(
     slide: Slide,
     l0_region: Region,
     out_size: Size,
-    plane: Plane = Plane(),
+    plane: Plane = DEFAULT_PLANE,
     tiles: DecodedTiles | None = None,
     max_read_pixels: int | None = None,
 ) -> Pixels:

@@ -17,7 +17,7 @@ from anyio import to_thread
 from tileserver import codec, compose
 from tileserver.cache import Cache, KeyPart, coalesce, make_key, pack, unpack
 from tileserver.catalog import SlideLibrary
-from tileserver.compose import Pixels, Plane
+from tileserver.compose import DEFAULT_PLANE, Pixels, Plane
 from tileserver.errors import InvalidRequestError, LimitExceededError, TileAbsentError
 from tileserver.formats import JPEG, NPY, OUTPUT_FORMATS, EncodedTile
 from tileserver.geometry import Region, Size
@@ -52,7 +52,7 @@ class TileService:
         level: int,
         col: int,
         row: int,
-        plane: Plane = Plane(),
+        plane: Plane = DEFAULT_PLANE,
         timings: Timings | None = None,
     ) -> EncodedTile:
         """Stored bytes of one frame: a lookup and one pread, no decoding."""
@@ -71,7 +71,7 @@ class TileService:
         col: int,
         row: int,
         fmt: str,
-        plane: Plane = Plane(),
+        plane: Plane = DEFAULT_PLANE,
         timings: Timings | None = None,
     ) -> Rendered:
         """A stored tile's valid area as ``fmt``; JPEG frames pass through or crop losslessly."""
@@ -119,7 +119,7 @@ class TileService:
         level: int,
         l_region: Region,
         fmt: str,
-        plane: Plane = Plane(),
+        plane: Plane = DEFAULT_PLANE,
         timings: Timings | None = None,
     ) -> Rendered:
         timings = timings or Timings()
@@ -162,7 +162,7 @@ class TileService:
         fmt: str,
         *,
         key_parts: tuple[KeyPart, ...] = (),
-        plane: Plane = Plane(),
+        plane: Plane = DEFAULT_PLANE,
         transform: Callable[[Pixels], Pixels] | None = None,
         timings: Timings | None = None,
     ) -> Rendered:

@@ -68,6 +68,7 @@ def instance_row(inst: IndexedInstance) -> dict[str, Any]:
         "positions": dump_array(inst.positions),
         "z_base": inst.z_base,
         "notes": orjson.dumps(inst.frames.notes),
+        "dataset_json": inst.dataset_json,
     }
 
 

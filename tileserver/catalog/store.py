@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS instances (
     frame_table_kind TEXT NOT NULL,
     positions BLOB,
     z_base REAL NOT NULL,
-    notes BLOB NOT NULL
+    notes BLOB NOT NULL,
+    dataset_json BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
@@ -180,8 +181,10 @@ class Catalog:
     def series_files(self) -> dict[str, list[tuple[str, str, int, int]]]:
         """(path, root, size, mtime_ns) of every file per series: changes with any file."""
         result: dict[str, list[tuple[str, str, int, int]]] = {}
-        rows = self._query("SELECT i.series_uid, f.path, f.root, f.size, f.mtime_ns "
-                           "FROM instances i JOIN files f USING (path) ORDER BY f.path")
+        rows = self._query(
+            "SELECT i.series_uid, f.path, f.root, f.size, f.mtime_ns "
+            "FROM instances i JOIN files f USING (path) ORDER BY f.path"
+        )
         for r in rows:
             result.setdefault(r[0], []).append((r[1], r[2], r[3], r[4]))
         return result

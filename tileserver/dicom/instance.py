@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
+from tileserver.dicom.dicomjson import dataset_json
 from tileserver.dicom.frame_table import (
     FRAME_DTYPE,
     FrameArray,
@@ -53,6 +54,8 @@ class IndexedInstance:
     frames: FrameTable
     positions: PositionArray | None  # None for TILED_FULL: positions follow from the order
     z_base: float
+    #: The header as DICOM JSON (orjson bytes), for DICOMweb metadata and QIDO.
+    dataset_json: bytes = b"{}"
 
     @property
     def warnings(self) -> list[str]:
@@ -78,9 +81,10 @@ def index_instance(path: str | Path) -> IndexedInstance:
         if header.dimension_organization != "TILED_FULL":
             positions = sparse_positions(ds, header, frames.notes)
         z_base = shared_z_offset(ds)
+        header_json = dataset_json(ds)
     frames.notes.extend(sorted({f"DICOM: {w.message}" for w in caught}))
     return IndexedInstance(
-        str(path), stat.st_size, stat.st_mtime_ns, header, frames, positions, z_base
+        str(path), stat.st_size, stat.st_mtime_ns, header, frames, positions, z_base, header_json
     )
 
 
