@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP tile server")
     add_serve_arguments(serve)
     serve.set_defaults(handler=_serve)
+
+    loadtest = sub.add_parser("loadtest", help="load-test a running server", add_help=False)
+    loadtest.add_argument("rest", nargs=argparse.REMAINDER)
+    loadtest.set_defaults(handler=_loadtest)
     return parser
 
 
@@ -67,6 +71,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-open-slides", dest="max_open_slides", type=int)
     parser.add_argument("--log-level", dest="log_level")
+    parser.add_argument("--stow-dir", dest="stow_dir", type=Path)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -150,6 +155,12 @@ def _serve(args: argparse.Namespace) -> int:
     from tileserver.http.server import run
 
     return run(settings_from_args(args))
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    from tileserver.loadtest import main as loadtest_main
+
+    return int(loadtest_main(args.rest))
 
 
 def _print_json(value: Any) -> None:

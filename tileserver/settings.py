@@ -35,6 +35,14 @@ class Settings:
     convert_to_srgb: bool = False
     max_open_slides: int = 64
     log_level: str = "info"
+    #: Where STOW-RS stores uploaded instances (default: ``stow`` under the first slide dir).
+    stow_dir: Path | None = None
+
+    @property
+    def stow_directory(self) -> Path | None:
+        if self.stow_dir is not None:
+            return self.stow_dir
+        return self.slides[0] / "stow" if self.slides else None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -48,8 +56,9 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "slides" in values:
             values["slides"] = tuple(Path(p) for p in values["slides"])
-        if "catalog" in values:
-            values["catalog"] = Path(values["catalog"])
+        for name in ("catalog", "stow_dir"):
+            if name in values:
+                values[name] = Path(values[name])
         return cls(**values)
 
 

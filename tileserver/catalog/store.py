@@ -110,7 +110,8 @@ class Catalog:
             self._conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
             self._conn.execute("COMMIT")
 
-    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Run a read-only query (rows by column name); for search fronts such as QIDO."""
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
 
@@ -157,7 +158,7 @@ class Catalog:
 
     def generation(self) -> int:
         """A counter bumped by every write: cheap to poll for changes made by other processes."""
-        return int(self._query("SELECT value FROM meta WHERE key = 'generation'")[0][0])
+        return int(self.query("SELECT value FROM meta WHERE key = 'generation'")[0][0])
 
     def files(self, root: str | None = None) -> dict[str, FileRecord]:
         params: tuple[str, ...]
@@ -168,20 +169,20 @@ class Catalog:
             r["path"]: FileRecord(
                 r["path"], r["root"], r["size"], r["mtime_ns"], r["status"], r["reason"]
             )
-            for r in self._query(sql, params)
+            for r in self.query(sql, params)
         }
 
     def skipped(self) -> list[FileRecord]:
         return [f for f in self.files().values() if f.status == "skipped"]
 
     def series_uids(self) -> list[str]:
-        rows = self._query("SELECT DISTINCT series_uid FROM instances ORDER BY series_uid")
+        rows = self.query("SELECT DISTINCT series_uid FROM instances ORDER BY series_uid")
         return [r[0] for r in rows]
 
     def series_files(self) -> dict[str, list[tuple[str, str, int, int]]]:
         """(path, root, size, mtime_ns) of every file per series: changes with any file."""
         result: dict[str, list[tuple[str, str, int, int]]] = {}
-        rows = self._query(
+        rows = self.query(
             "SELECT i.series_uid, f.path, f.root, f.size, f.mtime_ns "
             "FROM instances i JOIN files f USING (path) ORDER BY f.path"
         )
@@ -190,7 +191,7 @@ class Catalog:
         return result
 
     def instances(self, series_uid: str) -> list[IndexedInstance]:
-        rows = self._query(
+        rows = self.query(
             "SELECT i.*, f.size, f.mtime_ns FROM instances i JOIN files f USING (path) "
             "WHERE i.series_uid = ? ORDER BY i.path",
             (series_uid,),

@@ -10,6 +10,8 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from tileserver.dicom.pixeldata import strip_item_headers
 from tileserver.dicom.series import FrameGrid, SeriesLayout
 from tileserver.errors import CorruptSlideError, NotFoundError, TileAbsentError
@@ -74,8 +76,21 @@ class DicomReader:
         return self._read_frame(grid, frame)
 
     def read_frame(self, grid: FrameGrid, frame: int) -> EncodedTile:
-        """Bytes of one frame by its number within ``grid`` (for DICOMweb frame access)."""
+        """Bytes of one frame by its number within ``grid``."""
         return self._read_frame(grid, frame)
+
+    def read_instance_frame(self, sop_instance_uid: str, number: int) -> EncodedTile:
+        """Frame ``number`` (1-based, as in DICOM) of one instance, stored bytes joined."""
+        for grid in (*self.layout.levels, *self.layout.associated.values()):
+            for file_index, header in enumerate(grid.headers):
+                if header.sop_instance_uid != sop_instance_uid:
+                    continue
+                first = int(np.searchsorted(grid.frames["file"], file_index))
+                count = int(np.count_nonzero(grid.frames["file"] == file_index))
+                if not 1 <= number <= count:
+                    raise NotFoundError(f"frame {number} outside 1..{count}")
+                return self._read_frame(grid, first + number - 1)
+        raise NotFoundError(f"no instance {sop_instance_uid} in this series")
 
     def _read_frame(self, grid: FrameGrid, frame: int) -> EncodedTile:
         file_index, offset, length, fragments = grid.frames[frame].tolist()
