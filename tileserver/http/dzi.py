@@ -1,0 +1,73 @@
+"""Deep Zoom front: ``/dzi/{id}.dzi`` and its tiles, as OpenSeadragon requests them.
+
+TileSize is the slide's frame width and Overlap 0, so a tile on a native level is a stored
+frame (passed through, or losslessly cropped at the edges); other levels are composed from
+the nearest finer level and cached.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tileserver.dzi import DeepZoom, frame_aligned, native_level_for, parse_tile_name
+from tileserver.errors import InvalidRequestError
+from tileserver.geometry import Region, Size
+from tileserver.http.responses import etag_for, image_response
+from tileserver.http.state import service_of
+from tileserver.slide import Slide
+from tileserver.timing import Timings
+
+DZI_FORMATS = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png", "webp": "webp"}
+
+
+def deep_zoom(slide: Slide) -> DeepZoom:
+    if not slide.levels:
+        raise InvalidRequestError("slide has no pyramid levels")
+    base = slide.levels[0]
+    return DeepZoom(base.size.width, base.size.height, base.tile_size.width, 0)
+
+
+async def descriptor(request: Request) -> Response:
+    slide = await service_of(request).slide(request.path_params["slide_id"])
+    xml = deep_zoom(slide).xml("jpeg")
+    return Response(
+        xml,
+        media_type="application/xml",
+        headers={"ETag": etag_for(slide.version, "dzi"), "Cache-Control": "public, max-age=3600"},
+    )
+
+
+async def tile(request: Request) -> Response:
+    service, timings = service_of(request), Timings()
+    slide = await service.slide(request.path_params["slide_id"], timings)
+    z_level = request.path_params["level"]
+    col, row, fmt = parse_tile_name(request.path_params["name"])
+    if fmt not in DZI_FORMATS:
+        raise InvalidRequestError(f"DZI tiles are jpeg, png or webp, not {fmt!r}")
+    fmt = DZI_FORMATS[fmt]
+    dz = deep_zoom(slide)
+    z_region = dz.tile_region(z_level, col, row)  # validates level, col and row (404)
+    etag = etag_for(slide.version, "dzi", z_level, col, row, fmt)
+    native = native_level_for(dz, z_level, slide.levels)
+    if native is not None and frame_aligned(dz, slide.levels[native]):
+        rendered = await service.tile(slide, native, col, row, fmt, timings=timings)
+    else:
+        x, y, w, h = dz.l0_region(z_level, col, row)
+        l0 = Region(int(x), int(y), max(1, round(w)), max(1, round(h)))
+        rendered = await service.render(
+            slide,
+            l0,
+            Size(z_region.width, z_region.height),
+            fmt,
+            key_parts=("dzi",),
+            timings=timings,
+        )
+    return image_response(request, rendered.data, rendered.media_type, etag, timings)
+
+
+routes = [
+    Route("/dzi/{slide_id}.dzi", descriptor),
+    Route("/dzi/{slide_id}_files/{level:int}/{name}", tile),
+]
