@@ -183,17 +183,6 @@ def run_variant(level: SyntheticLevel, args: argparse.Namespace) -> list[Row]:
     return rows
 
 
-def catalog_reopen_benchmark() -> list[Row]:
-    """Hook: reopen a catalog of 1,000 slides and read each slide's first tile.
-
-    Lands with ``tileserver/catalog/``: write 1,000 small levels with
-    ``bench.synthetic.ensure_level`` (grid 8), index them into a catalog once, then time
-    (a) opening the catalog cold and warm and (b) the first tile of every slide, reporting
-    the same ``Row`` fields so ``render`` can print it beside the index rows.
-    """
-    return []
-
-
 def _ms(values: list[float]) -> str:
     return f"{np.median(values) * 1000:,.1f}" if values else "—"
 
@@ -272,7 +261,6 @@ def main(argv: list[str] | None = None) -> int:
     frames = levels[0].frames
     cold_ok = drop_page_cache()
     rows = [row for level in levels for row in run_variant(level, args)]
-    rows += catalog_reopen_benchmark()
     table = render(rows)
     size_gb = levels[0].path.stat().st_size / 1e9
     summary = _summary(frames, size_gb, args, cold_ok, verdict(rows, frames))
@@ -313,4 +301,4 @@ if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
 
 
-__all__ = ["catalog_reopen_benchmark", "main"]
+__all__ = ["main"]

@@ -1,0 +1,333 @@
+"""QIDO-RS search: query parameters -> SQL over indexed catalog columns -> DICOM JSON.
+
+Matching runs in SQLite on the catalog's search columns (indexes from ``ensure_indexes``);
+result attributes come from each group's representative instance header (the catalog's
+header JSON), so a study search never parses a full dataset. Only instance searches, and
+study/series searches whose ``includefield`` names attributes the header lacks, read the
+stored DICOM JSON.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from tileserver.catalog import Catalog
+from tileserver.dicom.header import VL_WSI
+from tileserver.dicomweb.dicomjson import (
+    AVAILABLE_TRANSFER_SYNTAX,
+    RETRIEVE_URL,
+    SERIES_UID,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    STUDY_UID,
+    JsonDataset,
+    element,
+    keyword_of,
+    tag_of,
+)
+from tileserver.errors import InvalidRequestError
+
+Level = Literal["study", "series", "instance"]
+
+#: The most results one search returns; more are reached with ``offset``.
+MAX_RESULTS = 10_000
+
+_TEXT, _NAME, _DATE, _LIST, _UID = "text", "name", "date", "list", "uid"
+#: Matching key tag -> (catalog column, kind of matching).
+_MATCHERS: dict[str, tuple[str, str]] = {
+    "00100020": ("patient_id", _TEXT),
+    "00100010": ("patient_name", _NAME),
+    "00080020": ("study_date", _DATE),
+    "00080050": ("accession_number", _TEXT),
+    "00080060": ("modality", _LIST),
+    STUDY_UID: ("study_uid", _UID),
+    SERIES_UID: ("series_uid", _UID),
+    SOP_INSTANCE_UID: ("sop_instance_uid", _UID),
+}
+_MODALITIES_IN_STUDY = "00080061"
+
+_PATIENT_FIELDS = ("00100010", "00100020", "00100030", "00100040")
+STUDY_FIELDS = (
+    *_PATIENT_FIELDS,
+    *("00080020", "00080030", "00080050", "00080090", "00081030", "00200010"),
+)
+SERIES_FIELDS = ("00080060", "0008103E", "00200011")
+INSTANCE_FIELDS = ("00080008", "00200013", "00280010", "00280011", "00280008", "00280100")
+INSTANCE_FIELDS += ("00480006", "00480007", "00209161", "00400512")
+
+INDEXES = {
+    "dicomweb_study_series": "instances(study_uid, series_uid, modality)",
+    "dicomweb_series_sop": "instances(series_uid, sop_instance_uid)",
+    "dicomweb_study_date": "instances(study_date)",
+    "dicomweb_accession": "instances(accession_number)",
+    "dicomweb_patient_name": "instances(patient_name)",
+    "dicomweb_modality": "instances(modality, study_uid)",
+}
+_ensured: set[str] = set()
+
+
+def ensure_indexes(catalog: Catalog) -> None:
+    """Create the search indexes QIDO needs (once per catalog file and process)."""
+    key = str(catalog.path)
+    if key in _ensured:
+        return
+    rows = catalog.query("SELECT name FROM sqlite_master WHERE type = 'index'")
+    missing = [name for name in INDEXES if name not in {r[0] for r in rows}]
+    if missing:
+        with catalog.transaction() as conn:
+            for name in missing:
+                conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {INDEXES[name]}")
+    _ensured.add(key)
+
+
+@dataclass(frozen=True)
+class Query:
+    level: Level
+    where: tuple[str, ...] = ()
+    params: tuple[Any, ...] = ()
+    include: frozenset[str] = frozenset()
+    include_all: bool = False
+    limit: int | None = None
+    offset: int = 0
+    #: Matching keys this server ignores (reported in a Warning header).
+    ignored: tuple[str, ...] = ()
+
+
+@dataclass
+class _Builder:
+    fuzzy: bool
+    where: list[str] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
+
+    def add(self, sql: str, *params: Any) -> None:
+        self.where.append(sql)
+        self.params.extend(params)
+
+
+def parse_query(
+    level: Level, items: Sequence[tuple[str, str]], scope: dict[str, str] | None = None
+) -> Query:
+    """The search for ``level`` restricted to ``scope`` (path UIDs by tag) and ``items``."""
+    reserved = {"limit", "offset", "fuzzymatching", "includefield", "orderby"}
+    values = {k.lower(): v for k, v in items if k.lower() in reserved}
+    builder = _Builder(fuzzy=values.get("fuzzymatching", "false").lower() == "true")
+    for tag, uid in (scope or {}).items():
+        _match(builder, tag, [uid])
+    ignored: list[str] = []
+    grouped: dict[str, list[str]] = {}
+    for key, value in items:
+        if key.lower() not in reserved:
+            grouped.setdefault(tag_of(key), []).append(value)
+    for tag, vals in grouped.items():
+        if not _match(builder, tag, vals):
+            ignored.append(keyword_of(tag))
+    include = [v for k, v in items if k.lower() == "includefield" for v in v.split(",")]
+    include_all = any(v.strip().lower() == "all" for v in include)
+    return Query(
+        level,
+        tuple(builder.where),
+        tuple(builder.params),
+        frozenset(tag_of(v) for v in include if v.strip() and v.strip().lower() != "all"),
+        include_all,
+        _int(values.get("limit"), "limit"),
+        _int(values.get("offset"), "offset") or 0,
+        tuple(ignored),
+    )
+
+
+def _int(raw: str | None, name: str) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise InvalidRequestError(f"{name} must be a non-negative integer, not {raw!r}")
+    return int(raw)
+
+
+def _match(b: _Builder, tag: str, values: list[str]) -> bool:
+    """Add the condition for one matching key; False when the key is not supported."""
+    if tag == SOP_CLASS_UID:
+        if VL_WSI not in _uids(values):
+            b.add("0")
+        return True
+    if tag == _MODALITIES_IN_STUDY:
+        mods = _split(values)
+        if mods:
+            marks = ",".join("?" * len(mods))
+            sub = f"SELECT study_uid FROM instances WHERE modality IN ({marks})"
+            b.add(f"study_uid IN ({sub})", *mods)
+        return True
+    matcher = _MATCHERS.get(tag)
+    if matcher is None:
+        return False
+    column, kind = matcher
+    if kind == _UID:
+        uids = _uids(values)
+        if uids:
+            b.add(f"{column} IN ({','.join('?' * len(uids))})", *uids)
+    elif kind == _LIST:
+        items = _split(values)
+        if items:
+            b.add(f"{column} IN ({','.join('?' * len(items))})", *items)
+    elif kind == _DATE:
+        _match_date(b, column, values[-1])
+    else:
+        _match_text(b, column, values[-1], fuzzy=b.fuzzy and kind == _NAME)
+    return True
+
+
+def _uids(values: list[str]) -> list[str]:
+    return [u.strip() for v in values for u in re.split(r"[,\\]", v) if u.strip()]
+
+
+def _split(values: list[str]) -> list[str]:
+    return [u.strip() for v in values for u in re.split(r"[,\\]", v) if u.strip()]
+
+
+def _glob_escape(text: str) -> str:
+    return text.replace("[", "[[]")
+
+
+def _match_text(b: _Builder, column: str, value: str, *, fuzzy: bool) -> None:
+    value = value.strip()
+    if value in ("", "*"):
+        return
+    wild = "*" in value or "?" in value
+    if fuzzy:
+        pattern = _glob_escape(value.lower()).rstrip("*") + "*"
+        b.add(f"(lower({column}) GLOB ? OR lower({column}) GLOB ?)", pattern, "*[ ^]" + pattern)
+    elif wild:
+        b.add(f"{column} GLOB ?", _glob_escape(value))
+    else:
+        b.add(f"{column} = ?", value)
+
+
+_DATE_RE = re.compile(r"^(\d{8})?(-)?(\d{8})?$")
+
+
+def _match_date(b: _Builder, column: str, value: str) -> None:
+    value = value.strip()
+    m = _DATE_RE.match(value)
+    if value == "" or value == "-":
+        return
+    if m is None:
+        raise InvalidRequestError(f"bad date or date range {value!r} (YYYYMMDD[-YYYYMMDD])")
+    start, dash, end = m.groups()
+    if dash is None:
+        b.add(f"{column} = ?", start)
+        return
+    if start:
+        b.add(f"{column} >= ?", start)
+    if end:
+        b.add(f"{column} <= ?", end)
+
+
+# -- running a search ---------------------------------------------------------------------
+
+_GROUPS = {
+    "study": (
+        "study_uid",
+        "COUNT(DISTINCT series_uid) AS n_series, COUNT(*) AS n_instances, "
+        "GROUP_CONCAT(DISTINCT modality) AS modalities",
+    ),
+    "series": ("series_uid", "study_uid, COUNT(DISTINCT sop_instance_uid) AS n_instances"),
+    "instance": ("sop_instance_uid", "series_uid, study_uid, dataset_json"),
+}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    matches: list[JsonDataset]
+    #: More matches exist beyond the server's own cap (the client gave no ``limit``).
+    truncated: bool
+
+
+def search(catalog: Catalog, query: Query, base_url: str) -> SearchResult:
+    """Run ``query``; ``base_url`` is the DICOMweb root that RetrieveURLs start with."""
+    ensure_indexes(catalog)
+    key, columns = _GROUPS[query.level]
+    where = " AND ".join(query.where) or "1"
+    if query.level != "instance" and query.where:
+        where = f"{key} IN (SELECT {key} FROM instances WHERE {where})"
+    limit = min(query.limit if query.limit is not None else MAX_RESULTS, MAX_RESULTS)
+    sql = (
+        f"SELECT {key} AS k, MIN(path) AS rep, header, {columns} FROM instances "
+        f"WHERE {where} GROUP BY {key} ORDER BY {key} LIMIT ? OFFSET ?"
+    )
+    rows = catalog.query(sql, (*query.params, limit + 1, query.offset))
+    truncated = len(rows) > limit and query.limit is None
+    build = {"study": _study, "series": _series, "instance": _instance}[query.level]
+    matches = [build(catalog, row, query, base_url) for row in rows[:limit]]
+    return SearchResult(matches, truncated)
+
+
+def _attributes(row: sqlite3.Row) -> dict[str, Any]:
+    attributes: dict[str, Any] = orjson.loads(row["header"])["attributes"]
+    return attributes
+
+
+def _fields(
+    catalog: Catalog, row: sqlite3.Row, query: Query, defaults: tuple[str, ...]
+) -> JsonDataset:
+    attrs = _attributes(row)
+    wanted = set(defaults) | set(query.include)
+    if query.include_all:
+        wanted |= {tag_of(k) for k in attrs}
+    out = {tag: element(tag, attrs.get(keyword_of(tag))) for tag in sorted(wanted)}
+    missing = [t for t in query.include if keyword_of(t) not in attrs]
+    if missing:
+        stored = _stored_json(catalog, row["rep"])
+        out.update({t: stored[t] for t in missing if t in stored and _plain(stored[t])})
+    return out
+
+
+def _stored_json(catalog: Catalog, path: str) -> JsonDataset:
+    rows = catalog.query("SELECT dataset_json FROM instances WHERE path = ?", (path,))
+    stored: JsonDataset = orjson.loads(rows[0][0]) if rows else {}
+    return stored
+
+
+def _plain(value: dict[str, Any]) -> bool:
+    """Not bulk data: QIDO results carry no BulkDataURIs."""
+    return "BulkDataURI" not in value and "InlineBinary" not in value
+
+
+def _study(catalog: Catalog, row: sqlite3.Row, query: Query, base: str) -> JsonDataset:
+    out = _fields(catalog, row, query, STUDY_FIELDS)
+    out[STUDY_UID] = element(STUDY_UID, row["k"])
+    out["00080061"] = element("00080061", sorted(set((row["modalities"] or "").split(","))))
+    out["00201206"] = element("00201206", row["n_series"])
+    out["00201208"] = element("00201208", row["n_instances"])
+    out[RETRIEVE_URL] = element(RETRIEVE_URL, f"{base}/studies/{row['k']}")
+    return out
+
+
+def _series(catalog: Catalog, row: sqlite3.Row, query: Query, base: str) -> JsonDataset:
+    out = _fields(catalog, row, query, (*SERIES_FIELDS, *_PATIENT_FIELDS, "00080020"))
+    out[STUDY_UID] = element(STUDY_UID, row["study_uid"])
+    out[SERIES_UID] = element(SERIES_UID, row["k"])
+    out["00201209"] = element("00201209", row["n_instances"])
+    url = f"{base}/studies/{row['study_uid']}/series/{row['k']}"
+    out[RETRIEVE_URL] = element(RETRIEVE_URL, url)
+    return out
+
+
+def _instance(catalog: Catalog, row: sqlite3.Row, query: Query, base: str) -> JsonDataset:
+    stored: JsonDataset = orjson.loads(row["dataset_json"])
+    header = orjson.loads(row["header"])
+    wanted = set(stored) if query.include_all else set(INSTANCE_FIELDS) | set(query.include)
+    out = {t: stored[t] for t in sorted(wanted) if t in stored and _plain(stored[t])}
+    out[SOP_CLASS_UID] = element(SOP_CLASS_UID, VL_WSI)
+    out[SOP_INSTANCE_UID] = element(SOP_INSTANCE_UID, row["k"])
+    out[STUDY_UID] = element(STUDY_UID, row["study_uid"])
+    out[SERIES_UID] = element(SERIES_UID, row["series_uid"])
+    out["00080060"] = stored.get("00080060", element("00080060", "SM"))
+    out[AVAILABLE_TRANSFER_SYNTAX] = element(AVAILABLE_TRANSFER_SYNTAX, header["transfer_syntax"])
+    url = f"{base}/studies/{row['study_uid']}/series/{row['series_uid']}/instances/{row['k']}"
+    out[RETRIEVE_URL] = element(RETRIEVE_URL, url)
+    return out
