@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -73,7 +74,8 @@ def _total_bytes(slide: Slide) -> int:
 
 async def list_slides(request: Request) -> Response:
     service = service_of(request)
-    slides = [await service.slide(sid) for sid in service.library.ids()]
+    ids = await to_thread.run_sync(service.library.ids)
+    slides = [await service.slide(sid) for sid in ids]
     return json_response({"slides": [slide_entry(s) for s in slides]})
 
 
