@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -80,3 +80,13 @@ class ServerProcess:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+def eventually(check: Callable[[], bool], timeout: float = 15.0, interval: float = 0.2) -> bool:
+    """Poll ``check`` until it is true or ``timeout`` passes (for rescans, reconnects)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return False

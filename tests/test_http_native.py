@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from serverproc import ServerProcess
+from serverproc import ServerProcess, eventually
 
 from fixtures import FixtureSet
 
@@ -245,15 +244,6 @@ def test_new_and_removed_files_are_picked_up_without_restart(
 ) -> None:
     fs = fixture_dir["rle"]
     shutil.copytree(fs.directory, slide_root / "rle")
-    assert _eventually(lambda: client.get(f"/slides/{fs.series_uid}").status_code == 200)
+    assert eventually(lambda: client.get(f"/slides/{fs.series_uid}").status_code == 200)
     shutil.rmtree(slide_root / "rle")
-    assert _eventually(lambda: client.get(f"/slides/{fs.series_uid}").status_code == 404)
-
-
-def _eventually(check: object, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.2)
-    return False
+    assert eventually(lambda: client.get(f"/slides/{fs.series_uid}").status_code == 404)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serverproc import ServerProcess
+from serverproc import ServerProcess, eventually
 
 from fixtures import FixtureSet
 
@@ -54,9 +54,7 @@ def test_second_process_hits_what_the_first_rendered(
     url = f"/slides/{fixture_dir['j2k_lossless'].series_uid}/tiles/0/1/1?format=png"
     first = a.get(url)
     assert first.status_code == 200
-    assert _eventually(
-        lambda: b.get(url).content == first.content and counter(b, "l2", "hits") >= 1
-    )
+    assert eventually(lambda: b.get(url).content == first.content and counter(b, "l2", "hits") >= 1)
     assert counter(b, "l1", "misses") >= 1
 
 
@@ -70,7 +68,7 @@ def test_changed_file_is_never_served_stale(
     level0 = root / "j2k" / fs.level(0).instances[0].path.name
     stat = level0.stat()
     os.utime(level0, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5 * 10**9))
-    assert _eventually(lambda: b.get(url).headers["etag"] != before.headers["etag"])
+    assert eventually(lambda: b.get(url).headers["etag"] != before.headers["etag"])
     hits_before = counter(b, "l2", "hits")
     assert b.get(url).status_code == 200
     purge = a.request("DELETE", f"/cache/slides/{fs.series_uid}")
@@ -101,7 +99,7 @@ def test_redis_outage_does_not_interrupt_serving(
         for row in range(level.tiles_down)
         for col in range(level.tiles_across)
     )
-    assert _eventually(lambda: _shared(a, b, next(urls)), timeout=20)
+    assert eventually(lambda: _shared(a, b, next(urls)), timeout=20)
 
 
 def _shared(a: httpx.Client, b: httpx.Client, url: str) -> bool:
@@ -109,12 +107,3 @@ def _shared(a: httpx.Client, b: httpx.Client, url: str) -> bool:
     assert a.get(url).status_code == 200
     time.sleep(0.1)  # the L2 write is in the background
     return b.get(url).status_code == 200 and counter(b, "l2", "hits") > hits
-
-
-def _eventually(check: object, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.2)
-    return False
