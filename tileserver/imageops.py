@@ -31,7 +31,8 @@ def gray(pixels: Pixels) -> Pixels:
     if pixels.ndim == 2:
         return pixels
     weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return np.clip(pixels[..., :3].astype(np.float32) @ weights + 0.5, 0, 255).astype(np.uint8)
+    luma: npt.NDArray[np.float32] = pixels[..., :3].astype(np.float32) @ weights
+    return np.clip(luma + 0.5, 0, 255).astype(np.uint8)
 
 
 def bitonal(pixels: Pixels, threshold: int = 128) -> Pixels:
