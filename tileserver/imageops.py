@@ -32,7 +32,8 @@ def gray(pixels: Pixels) -> Pixels:
         return pixels
     weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
     luma: npt.NDArray[np.float32] = pixels[..., :3].astype(np.float32) @ weights
-    return np.clip(luma + 0.5, 0, 255).astype(np.uint8)
+    out: Pixels = np.clip(luma + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def bitonal(pixels: Pixels, threshold: int = 128) -> Pixels:
