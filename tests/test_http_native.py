@@ -247,3 +247,25 @@ def test_new_and_removed_files_are_picked_up_without_restart(
     assert eventually(lambda: client.get(f"/slides/{fs.series_uid}").status_code == 200)
     shutil.rmtree(slide_root / "rle")
     assert eventually(lambda: client.get(f"/slides/{fs.series_uid}").status_code == 404)
+
+
+def test_file_truncated_or_deleted_under_a_running_server(
+    tmp_path: Path, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    root = tmp_path / "slides"
+    shutil.copytree(fixture_dir["jpeg_bot"].directory, root / "a")
+    shutil.copytree(fixture_dir["native_explicit"].directory, root / "b")
+    server = ServerProcess([root], tmp_path, env={"TILESERVER_RESCAN_INTERVAL": "0"}).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            a, b = fixture_dir["jpeg_bot"], fixture_dir["native_explicit"]
+            (root / "a" / a.level(0).instances[0].path.name).unlink()
+            with (root / "b" / b.level(0).instances[0].path.name).open("r+b") as f:
+                f.truncate(2000)
+            for slide_id in (a.series_uid, b.series_uid):
+                response = c.get(f"/slides/{slide_id}/tiles/0/1/1")
+                assert response.status_code == 422
+                assert "error" in response.json()
+            assert c.get(f"/slides/{a.series_uid}/tiles/1/0/0").status_code == 200
+    finally:
+        server.stop()

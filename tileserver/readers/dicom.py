@@ -94,15 +94,18 @@ class DicomReader:
 
     def _read_frame(self, grid: FrameGrid, frame: int) -> EncodedTile:
         file_index, offset, length, fragments = grid.frames[frame].tolist()
-        fd = self._fd(grid.files[file_index])
-        if fragments > 1:
-            # The span starts 8 bytes early so the first item header is included.
-            span = os.pread(fd, length + 8, offset - 8)
-            data = strip_item_headers(span) if len(span) == length + 8 else b""
-        else:
-            data = os.pread(fd, length, offset)
-            if len(data) != length:
-                data = b""
+        try:
+            fd = self._fd(grid.files[file_index])
+            if fragments > 1:
+                # The span starts 8 bytes early so the first item header is included.
+                span = os.pread(fd, length + 8, offset - 8)
+                data = strip_item_headers(span) if len(span) == length + 8 else b""
+            else:
+                data = os.pread(fd, length, offset)
+                if len(data) != length:
+                    data = b""
+        except OSError as exc:
+            raise CorruptSlideError(f"{grid.files[file_index]}: {exc.strerror or exc}") from exc
         if not data:
             raise CorruptSlideError(f"{grid.files[file_index]} is shorter than its index")
         header = grid.headers[file_index]
