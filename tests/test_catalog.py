@@ -169,3 +169,20 @@ def test_validate_flags_an_incomplete_concatenation(
     (partial / part.name).unlink()
     assert main(["validate", str(partial)]) == 0
     assert "INCOMPLETE" in capsys.readouterr().out
+
+
+def test_evicted_slides_release_their_file_descriptors(mixed_tree: Path, tmp_path: Path) -> None:
+    import gc
+
+    library = SlideLibrary(Catalog(tmp_path / "catalog.sqlite"), [mixed_tree], max_open=1)
+    library.refresh()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        for slide_id in library.ids():
+            slide = library.get(slide_id)
+            if slide.levels:
+                slide.read_tile_bytes(0, 0, 0)
+    del slide
+    gc.collect()
+    # Only the one slide still open may hold descriptors (one per file of that slide).
+    assert len(os.listdir("/proc/self/fd")) - before <= 6

@@ -49,7 +49,9 @@ class SlideLibrary:
         with self._lock:
             for slide_id in list(self._open):
                 if files.get(slide_id) != self._files.get(slide_id):
-                    self._open.pop(slide_id).close()
+                    # Dropped, not closed: a request may still be reading it; its file
+                    # descriptors close when the last reference goes.
+                    del self._open[slide_id]
             self._files, self._generation = files, generation
 
     def ids(self) -> list[str]:
@@ -71,7 +73,7 @@ class SlideLibrary:
         with self._lock:
             self._open[slide_id] = slide
             while len(self._open) > self.max_open:
-                self._open.popitem(last=False)[1].close()
+                self._open.popitem(last=False)
         return slide
 
     def _load(self, slide_id: str) -> Slide:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -30,6 +31,9 @@ class DicomReader:
         }
         self._fds: dict[str, int] = {}
         self._open_lock = threading.Lock()
+        # Descriptors close when the last reference goes, never under an in-flight read
+        # (a closed descriptor number can be reused by another file).
+        weakref.finalize(self, _close_all, self._fds)
 
     @property
     def levels(self) -> Sequence[ReaderLevel]:
@@ -121,7 +125,12 @@ class DicomReader:
         return fd
 
     def close(self) -> None:
+        """Close descriptors now; only for owners sure no read is in flight."""
         with self._open_lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+            _close_all(self._fds)
+
+
+def _close_all(fds: dict[str, int]) -> None:
+    for fd in fds.values():
+        os.close(fd)
+    fds.clear()
