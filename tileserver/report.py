@@ -13,14 +13,11 @@ from tileserver.catalog.scan import iter_files
 from tileserver.dicom.instance import IndexedInstance, index_instance
 from tileserver.dicom.series import FrameGrid, SeriesLayout, assemble
 from tileserver.errors import TileServerError
-from tileserver.readers.dicom import DicomReader
 from tileserver.slide import Slide
 
 
 def slide_summary(slide: Slide) -> dict[str, Any]:
     """The ``index --json`` entry of one slide."""
-    layout = slide.reader.layout if isinstance(slide.reader, DicomReader) else None
-    grids = layout.levels if layout else []
     return {
         "id": slide.id,
         "path": slide.path,
@@ -30,7 +27,7 @@ def slide_summary(slide: Slide) -> dict[str, Any]:
                 "height": lv.size.height,
                 "tile_width": lv.tile_size.width,
                 "tile_height": lv.tile_size.height,
-                "frames": len(grids[lv.index].frames) if grids else lv.grid.area,
+                "frames": lv.frames,
             }
             for lv in slide.levels
         ],

@@ -23,6 +23,7 @@ class Level:
     tile_size: Size
     downsample: tuple[float, float]  # (x, y) level-0 pixels per level pixel
     mpp: tuple[float, float] | None  # (x, y) micrometres per level pixel
+    frames: int = 0  # tiles stored (fewer than the grid for a sparse level)
 
     @property
     def grid(self) -> Size:
@@ -128,5 +129,7 @@ def _levels(stored: Sequence[ReaderLevel], mpp: tuple[float, float] | None) -> l
         base = levels[0].size if levels else level.size
         downsample = (base.width / level.size.width, base.height / level.size.height)
         level_mpp = (mpp[0] * downsample[0], mpp[1] * downsample[1]) if mpp else None
-        levels.append(Level(index, level.size, level.tile_size, downsample, level_mpp))
+        levels.append(
+            Level(index, level.size, level.tile_size, downsample, level_mpp, level.frames)
+        )
     return levels

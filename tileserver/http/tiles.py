@@ -23,17 +23,16 @@ IMAGE_FORMATS = ("jpeg", "jpg", "png", "webp")
 def slide_entry(slide: Slide) -> dict[str, Any]:
     """The ``GET /slides`` entry of one slide."""
     base = slide.levels[0] if slide.levels else None
-    encoded = getattr(getattr(slide.reader, "layout", None), "levels", [])
     return {
         "id": slide.id,
         "name": slide.name,
         "path": slide.path,
-        "size": _total_bytes(slide),
+        "size": slide.reader.size_bytes,
         "width": base.size.width if base else None,
         "height": base.size.height if base else None,
         "levels": [_level(lv) for lv in slide.levels],
         "tile_size": [base.tile_size.width, base.tile_size.height] if base else None,
-        "transfer_syntax": encoded[0].headers[0].transfer_syntax if encoded else None,
+        "transfer_syntax": slide.reader.transfer_syntax,
         "associated": sorted(slide.associated),
     }
 
@@ -65,11 +64,6 @@ def _level(lv: Any) -> dict[str, Any]:
         "downsample": list(lv.downsample),
         "mpp": list(lv.mpp) if lv.mpp else None,
     }
-
-
-def _total_bytes(slide: Slide) -> int:
-    instances = getattr(getattr(slide.reader, "layout", None), "instances", [])
-    return sum(i.file_size for i in instances)
 
 
 async def list_slides(request: Request) -> Response:

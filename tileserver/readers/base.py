@@ -16,6 +16,8 @@ class ReaderLevel:
 
     size: Size
     tile_size: Size
+    #: Tiles actually stored (a sparse image may store fewer than its grid holds).
+    frames: int
 
 
 class SlideReader(Protocol):
@@ -38,6 +40,16 @@ class SlideReader(Protocol):
 
     @property
     def icc_profile(self) -> bytes | None: ...
+
+    @property
+    def transfer_syntax(self) -> str | None:
+        """How full-resolution tiles are stored (a DICOM transfer syntax UID), if known."""
+        ...
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of every source file together."""
+        ...
 
     def read_tile(
         self, level: int, col: int, row: int, focal_plane: int = 0, optical_path: int = 0

@@ -96,9 +96,13 @@ def read_tiles(
     fds: dict[int, int] = {}
     try:
         for run in plan_reads(spans):
-            if run.file not in fds:
-                fds[run.file] = os.open(grid.files[run.file], os.O_RDONLY)
-            data = os.pread(fds[run.file], run.length, run.offset)
+            path = grid.files[run.file]
+            try:
+                if run.file not in fds:
+                    fds[run.file] = os.open(path, os.O_RDONLY)
+                data = os.pread(fds[run.file], run.length, run.offset)
+            except OSError as exc:  # deleted or unreadable under a running server
+                raise CorruptSlideError(f"{path}: {exc.strerror or exc}") from exc
             _place(out, data, run, spans, present, grid, frames)
     finally:
         for fd in fds.values():

@@ -25,9 +25,9 @@ class DicomReader:
 
     def __init__(self, layout: SeriesLayout) -> None:
         self.layout = layout
-        self._levels = [ReaderLevel(g.size, g.tile_size) for g in layout.levels]
+        self._levels = [ReaderLevel(g.size, g.tile_size, len(g.frames)) for g in layout.levels]
         self._associated = {
-            n: ReaderLevel(g.size, g.tile_size) for n, g in layout.associated.items()
+            n: ReaderLevel(g.size, g.tile_size, len(g.frames)) for n, g in layout.associated.items()
         }
         self._fds: dict[str, int] = {}
         self._open_lock = threading.Lock()
@@ -60,6 +60,15 @@ class DicomReader:
         return next(
             (i.header.icc_profile for i in self.layout.instances if i.header.icc_profile), None
         )
+
+    @property
+    def transfer_syntax(self) -> str | None:
+        levels = self.layout.levels
+        return levels[0].headers[0].transfer_syntax if levels else None
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(i.file_size for i in self.layout.instances)
 
     def read_tile(
         self, level: int, col: int, row: int, focal_plane: int = 0, optical_path: int = 0
