@@ -70,6 +70,7 @@ async def list_slides(request: Request) -> Response:
     service = service_of(request)
     ids = await to_thread.run_sync(service.library.ids)
     slides = [await service.slide(sid) for sid in ids]
+    slides.sort(key=lambda s: (s.path, s.id))
     return json_response({"slides": [slide_entry(s) for s in slides]})
 
 
