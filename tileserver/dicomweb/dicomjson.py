@@ -60,7 +60,7 @@ def _typed(vr: str, value: object) -> object:
     convert = _NUMBER_VRS.get(vr)
     if convert is not None:
         try:
-            return convert(value)  # type: ignore[call-overload]
+            return convert(value)
         except (TypeError, ValueError):
             return str(value)
     return str(value)

@@ -1,0 +1,451 @@
+"""DICOMweb front under ``/dicomweb``: QIDO-RS, WADO-RS (metadata, frames, bulk data,
+instances, rendered, thumbnail) and STOW-RS. Logic lives in ``tileserver.dicomweb``; this
+module maps requests onto it and streams the answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from anyio import to_thread
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from tileserver import codec
+from tileserver.dicomweb import accept, qido, stow
+from tileserver.dicomweb.accept import NotAcceptableError, Offer
+from tileserver.dicomweb.dicomjson import SERIES_UID, STUDY_UID
+from tileserver.dicomweb.instances import (
+    FrameSource,
+    InstanceRef,
+    bulk_value,
+    deliver,
+    find_instance,
+    find_instances,
+    is_eight_bit,
+    iter_file,
+    parse_frame_list,
+)
+from tileserver.dicomweb.metadata import iter_metadata
+from tileserver.dicomweb.multipart import (
+    PART_END,
+    MultipartError,
+    MultipartParser,
+    boundary_of,
+    closing,
+    content_type,
+    new_boundary,
+    part_header,
+)
+from tileserver.dicomweb.rendered import RenderOptions, parse_viewport, render_frame
+from tileserver.dicomweb.rendered import render_instance as render_whole
+from tileserver.errors import InvalidRequestError, UnsupportedError
+from tileserver.http.params import int_param
+from tileserver.http.responses import json_response
+from tileserver.http.state import service_of
+from tileserver.service import TileService
+
+DICOM_JSON = "application/dicom+json"
+Handler = Callable[[Request], Awaitable[Response]]
+#: Frames per worker-thread hop when streaming frames.
+FRAMES_PER_CHUNK = 32
+
+
+def _errors(handler: Handler) -> Handler:
+    """406 and 415 are DICOMweb-specific statuses the shared error table does not know."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except NotAcceptableError as exc:
+            return json_response({"error": str(exc)}, status_code=406)
+
+    return wrapped
+
+
+def base_url(request: Request) -> str:
+    """The absolute DICOMweb root for URLs in responses, from the request's Host."""
+    root = request.scope.get("root_path", "")
+    netloc = request.url.netloc
+    server = request.scope.get("server")
+    # Some clients (dicomweb-client) send Host without the port; on a direct connection
+    # (Host names the socket's own address) the socket's port is the right one.
+    if server and ":" not in netloc and netloc == server[0] and server[1] not in (80, 443):
+        netloc = f"{netloc}:{server[1]}"
+    return f"{request.url.scheme}://{netloc}{root}/dicomweb"
+
+
+def _accepted(request: Request) -> list[accept.AcceptEntry]:
+    return accept.parse_accept(request.headers.get("accept"))
+
+
+def _uids(request: Request) -> tuple[str, str, str]:
+    p = request.path_params
+    return p.get("study", ""), p.get("series", ""), p.get("instance", "")
+
+
+# -- QIDO-RS ----------------------------------------------------------------------------
+
+
+def _search(level: qido.Level) -> Handler:
+    async def handler(request: Request) -> Response:
+        _check_json_accept(request)
+        scope = {STUDY_UID: request.path_params.get("study"), SERIES_UID: None}
+        scope[SERIES_UID] = request.path_params.get("series")
+        query = qido.parse_query(
+            level,
+            request.query_params.multi_items(),
+            {tag: uid for tag, uid in scope.items() if uid},
+        )
+        catalog = service_of(request).library.catalog
+        result = await to_thread.run_sync(qido.search, catalog, query, base_url(request))
+        headers = {}
+        warnings = []
+        if query.ignored:
+            names = ", ".join(query.ignored)
+            warnings.append(f'299 tileserver "Attributes not supported for matching: {names}"')
+        if result.truncated:
+            warnings.append(
+                '299 tileserver "The number of results exceeded the maximum supported by the '
+                'server. Additional results can be requested."'
+            )
+        if warnings:
+            headers["Warning"] = ", ".join(warnings)
+        return json_response(result.matches, headers=headers, media_type=DICOM_JSON)
+
+    return _errors(handler)
+
+
+def _check_json_accept(request: Request) -> None:
+    for entry in _accepted(request):
+        if accept.type_matches(entry.media_type, DICOM_JSON) or entry.media_type in (
+            "application/json",
+            "application/*",
+        ):
+            return
+    raise NotAcceptableError("this resource is available as application/dicom+json")
+
+
+# -- WADO-RS: metadata, instances, bulk data ---------------------------------------------
+
+
+async def _refs(request: Request) -> list[InstanceRef]:
+    study, series, instance = _uids(request)
+    catalog = service_of(request).library.catalog
+    if instance:
+        return [await to_thread.run_sync(find_instance, catalog, study, series, instance)]
+    return await to_thread.run_sync(find_instances, catalog, study, series or None)
+
+
+@_errors
+async def metadata(request: Request) -> Response:
+    _check_json_accept(request)
+    refs = await _refs(request)
+    body = iter_metadata(service_of(request).library.catalog, refs, base_url(request))
+    return StreamingResponse(body, media_type=DICOM_JSON)
+
+
+@_errors
+async def retrieve(request: Request) -> Response:
+    """Whole instances as multipart/related; type="application/dicom", streamed from disk."""
+    refs = await _refs(request)
+    accept.negotiate_dicom(_accepted(request), {r.header.transfer_syntax for r in refs})
+    boundary = new_boundary()
+    media = content_type(boundary, accept.DICOM)
+    return StreamingResponse(_dicom_parts(refs, boundary), media_type=media)
+
+
+def _dicom_parts(refs: Sequence[InstanceRef], boundary: str) -> Iterator[bytes]:
+    for ref in refs:
+        part_type = f"{accept.DICOM}; transfer-syntax={ref.header.transfer_syntax}"
+        yield part_header(boundary, part_type)
+        yield from iter_file(ref.path)
+        yield PART_END
+    yield closing(boundary)
+
+
+@_errors
+async def bulkdata(request: Request) -> Response:
+    (ref,) = await _refs(request)
+    value = await to_thread.run_sync(bulk_value, ref, request.path_params["tag"])
+    start, length, status = _byte_range(request.headers.get("range"), value.length)
+    headers = {"Accept-Ranges": "bytes"}
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{value.length}"
+    if value.data is not None:
+        chunks: Iterator[bytes] = iter([value.data[start : start + length]])
+    else:
+        chunks = iter_file(value.path, value.offset + start, length)
+    entries = _accepted(request)
+    if entries[0].media_type == accept.MULTIPART:
+        boundary = new_boundary()
+        parts = _single_part(chunks, boundary, "application/octet-stream")
+        media = content_type(boundary, "application/octet-stream")
+        return StreamingResponse(parts, status_code=status, headers=headers, media_type=media)
+    headers["Content-Length"] = str(length)
+    return StreamingResponse(
+        chunks, status_code=status, headers=headers, media_type="application/octet-stream"
+    )
+
+
+def _single_part(chunks: Iterator[bytes], boundary: str, part_type: str) -> Iterator[bytes]:
+    yield part_header(boundary, part_type)
+    yield from chunks
+    yield PART_END + closing(boundary)
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int, int]:
+    """(start, length, status) for a single ``bytes=a-b`` range; 200 for the whole value."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return 0, size, 200
+    first, _, last = header[6:].strip().partition("-")
+    try:
+        if first == "":
+            start = max(0, size - int(last))
+            end = size - 1
+        else:
+            start = int(first)
+            end = min(size - 1, int(last)) if last else size - 1
+    except ValueError:
+        raise InvalidRequestError(f"malformed Range {header!r}") from None
+    if start >= size or end < start:
+        raise InvalidRequestError(f"range {header!r} outside the {size}-byte value")
+    return start, end - start + 1, 206
+
+
+# -- WADO-RS: frames ---------------------------------------------------------------------
+
+
+async def _source(request: Request) -> tuple[TileService, FrameSource]:
+    service = service_of(request)
+    (ref,) = await _refs(request)
+    slide = await service.slide(ref.series_uid)
+    return service, FrameSource(slide, ref)
+
+
+@_errors
+async def frames(request: Request) -> Response:
+    service, source = await _source(request)
+    numbers = parse_frame_list(request.path_params["frames"])
+    source.check(numbers)
+    syntax = source.ref.header.transfer_syntax
+    offers = accept.frame_offers(syntax, codec.can_decode(syntax), is_eight_bit(source.ref.header))
+    choice = accept.negotiate(_accepted(request), offers, len(numbers))
+    offer, quality = choice.offer, service.settings.jpeg_quality
+    part_type = f"{offer.media_type}; transfer-syntax={offer.transfer_syntax}"
+    if not choice.multipart:
+        data = await to_thread.run_sync(lambda: deliver(source.read(numbers[0]), offer, quality))
+        return Response(data, media_type=part_type)
+    boundary = new_boundary()
+    body = _frame_parts(source, numbers, offer, quality, boundary)
+    media = content_type(boundary, offer.media_type, transfer_syntax=offer.transfer_syntax)
+    return StreamingResponse(body, media_type=media)
+
+
+def _frame_parts(
+    source: FrameSource, numbers: list[int], offer: Offer, quality: int, boundary: str
+) -> Iterator[bytes]:
+    """Parts in batches: each ``next`` runs in a worker thread (Starlette), one hop a batch."""
+    part_type = f"{offer.media_type}; transfer-syntax={offer.transfer_syntax}"
+    for start in range(0, len(numbers), FRAMES_PER_CHUNK):
+        chunk = []
+        for number in numbers[start : start + FRAMES_PER_CHUNK]:
+            data = deliver(source.read(number), offer, quality)
+            chunk += [part_header(boundary, part_type), data, PART_END]
+        yield b"".join(chunk)
+    yield closing(boundary)
+
+
+# -- rendered and thumbnail --------------------------------------------------------------
+
+
+def _render_options(request: Request, service: TileService, viewport: str | None) -> RenderOptions:
+    fmt = accept.negotiate_rendered(_accepted(request))
+    quality = int_param(request, "quality", service.settings.jpeg_quality, minimum=1, maximum=100)
+    icc = request.query_params.get("iccprofile", "no").lower()
+    if icc not in ("no", "yes", "srgb"):
+        raise InvalidRequestError("iccprofile must be no, yes or srgb")
+    vp = parse_viewport(request.query_params.get("viewport", viewport))
+    return RenderOptions(fmt, quality, vp, icc)
+
+
+def _image(data: bytes, fmt: str) -> Response:
+    media = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}[fmt]
+    return Response(data, media_type=media, headers={"Cache-Control": "public, max-age=86400"})
+
+
+def _rendered_instance(default_viewport: str | None) -> Handler:
+    async def handler(request: Request) -> Response:
+        service, source = await _source(request)
+        options = _render_options(request, service, default_viewport)
+        limit = service.settings.max_output_pixels
+        data = await to_thread.run_sync(render_whole, source, options, limit)
+        return _image(data, options.fmt)
+
+    return _errors(handler)
+
+
+def _rendered_frame(default_viewport: str | None) -> Handler:
+    async def handler(request: Request) -> Response:
+        service, source = await _source(request)
+        numbers = parse_frame_list(request.path_params["frames"])
+        if len(numbers) != 1:
+            raise InvalidRequestError("rendered frames are retrieved one at a time")
+        options = _render_options(request, service, default_viewport)
+        data = await to_thread.run_sync(render_frame, source, numbers[0], options)
+        return _image(data, options.fmt)
+
+    return _errors(handler)
+
+
+@_errors
+async def series_thumbnail(request: Request) -> Response:
+    service = service_of(request)
+    refs = await _refs(request)
+    options = _render_options(request, service, "256,256")
+    viewport = options.viewport
+    max_side = max(viewport.width, viewport.height) if viewport else 256
+    slide = await service.slide(refs[0].series_uid)
+    if options.fmt not in ("jpeg", "png", "webp"):
+        raise UnsupportedError(f"no {options.fmt} thumbnails")
+    rendered = await service.thumbnail(slide, min(max_side, 4096), options.fmt)
+    return _image(rendered.data, options.fmt)
+
+
+# -- STOW-RS -----------------------------------------------------------------------------
+
+
+@_errors
+async def store(request: Request) -> Response:
+    service = service_of(request)
+    stow_dir = service.settings.stow_directory
+    if stow_dir is None:
+        raise UnsupportedError("STOW-RS needs a slide directory or --stow-dir")
+    media, params = boundary_of(request.headers.get("content-type", ""))
+    part_type = params.get("type", accept.DICOM).lower()
+    if media != accept.MULTIPART or part_type != accept.DICOM:
+        return json_response(
+            {"error": 'STOW-RS takes multipart/related; type="application/dicom"'},
+            status_code=415,
+        )
+    study = request.path_params.get("study")
+    root = stow.catalog_root(stow_dir, service.library.roots)
+    receiver = _Receiver(service, stow_dir, root, study)
+    await receiver.run(request, params.get("boundary", ""))
+    if not receiver.outcomes:
+        raise MultipartError(receiver.error or "the request holds no multipart parts")
+    await to_thread.run_sync(service.library.sync)
+    status, body = stow.store_response(receiver.outcomes, base_url(request), study)
+    return json_response(body, status_code=status, media_type=DICOM_JSON)
+
+
+class _Receiver:
+    """Streams each part to a temporary file, then stores it; one part in flight."""
+
+    FLUSH_BYTES = 1 << 20
+
+    def __init__(self, service: TileService, stow_dir: Path, root: str, study: str | None):
+        self.service, self.stow_dir, self.root, self.study = service, stow_dir, root, study
+        self.outcomes: list[stow.Outcome] = []
+        self.error: str | None = None
+        self._file: Any = None
+        self._path: Path | None = None
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._rejected: str | None = None
+
+    async def run(self, request: Request, boundary: str) -> None:
+        parser = MultipartParser(boundary)
+        try:
+            async for chunk in request.stream():
+                for event in parser.feed(chunk):
+                    await self._on(event)
+        except MultipartError as exc:
+            self.error = str(exc)
+        except ClientDisconnect:
+            self.error = "the client disconnected before the end of the request"
+        if parser.in_part or self.error:
+            await self._discard(self.error or "the request ended inside this part (truncated)")
+
+    async def _on(self, event: Any) -> None:
+        if event.kind == "start":
+            part_type = event.headers.get("content-type", accept.DICOM).split(";")[0].strip()
+            self._rejected = None
+            if part_type.lower() != accept.DICOM:
+                self._rejected = f"part is {part_type}, not application/dicom"
+                return
+            self._path = await to_thread.run_sync(stow.incoming_path, self.stow_dir)
+            self._file = await to_thread.run_sync(open, self._path, "wb")
+        elif event.kind == "data" and self._file is not None:
+            self._pending.append(event.data)
+            self._pending_bytes += len(event.data)
+            if self._pending_bytes >= self.FLUSH_BYTES:
+                await self._flush()
+        elif event.kind == "end":
+            await self._finish()
+
+    async def _flush(self) -> None:
+        data, self._pending, self._pending_bytes = b"".join(self._pending), [], 0
+        if data:
+            await to_thread.run_sync(self._file.write, data)
+
+    async def _finish(self) -> None:
+        if self._rejected is not None:
+            self.outcomes.append(stow.failed(self._rejected, stow.CANNOT_UNDERSTAND))
+            return
+        await self._flush()
+        await to_thread.run_sync(self._file.close)
+        path, self._file, self._path = self._path, None, None
+        assert path is not None
+        catalog = self.service.library.catalog
+        args = (path, self.stow_dir, self.root, catalog, self.study)
+        self.outcomes.append(await to_thread.run_sync(stow.store_part, *args))
+
+    async def _discard(self, reason: str) -> None:
+        if self._file is not None:
+            await to_thread.run_sync(self._file.close)
+        if self._path is not None:
+            with contextlib.suppress(OSError):
+                self._path.unlink()
+            self.outcomes.append(stow.failed(reason, stow.CANNOT_UNDERSTAND))
+        self._file = self._path = None
+
+
+S = "/dicomweb/studies/{study}"
+SE = S + "/series/{series}"
+IN = SE + "/instances/{instance}"
+F = IN + "/frames/{frames}"
+
+routes = [
+    Route("/dicomweb/studies", _search("study"), methods=["GET"]),
+    Route("/dicomweb/studies", store, methods=["POST"]),
+    Route("/dicomweb/series", _search("series"), methods=["GET"]),
+    Route("/dicomweb/instances", _search("instance"), methods=["GET"]),
+    Route(S, retrieve, methods=["GET"]),
+    Route(S, store, methods=["POST"]),
+    Route(S + "/series", _search("series"), methods=["GET"]),
+    Route(S + "/instances", _search("instance"), methods=["GET"]),
+    Route(S + "/metadata", metadata, methods=["GET"]),
+    Route(S + "/thumbnail", series_thumbnail, methods=["GET"]),
+    Route(SE, retrieve, methods=["GET"]),
+    Route(SE + "/instances", _search("instance"), methods=["GET"]),
+    Route(SE + "/metadata", metadata, methods=["GET"]),
+    Route(SE + "/rendered", series_thumbnail, methods=["GET"]),
+    Route(SE + "/thumbnail", series_thumbnail, methods=["GET"]),
+    Route(IN, retrieve, methods=["GET"]),
+    Route(IN + "/metadata", metadata, methods=["GET"]),
+    Route(IN + "/bulk/{tag}", bulkdata, methods=["GET"]),
+    Route(IN + "/rendered", _rendered_instance(None), methods=["GET"]),
+    Route(IN + "/thumbnail", _rendered_instance("256,256"), methods=["GET"]),
+    Route(F, frames, methods=["GET"]),
+    Route(F + "/rendered", _rendered_frame(None), methods=["GET"]),
+    Route(F + "/thumbnail", _rendered_frame("256,256"), methods=["GET"]),
+]
+
+__all__ = ["base_url", "routes"]
