@@ -10,7 +10,7 @@ import pytest
 
 from tileserver.catalog import Catalog
 from tileserver.dicomweb import accept, qido
-from tileserver.dicomweb.accept import NotAcceptableError, Offer
+from tileserver.dicomweb.accept import Offer
 from tileserver.dicomweb.multipart import (
     PART_END,
     MultipartError,
@@ -18,7 +18,7 @@ from tileserver.dicomweb.multipart import (
     closing,
     part_header,
 )
-from tileserver.errors import InvalidRequestError
+from tileserver.errors import InvalidRequestError, NotAcceptableError
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"

@@ -4,7 +4,9 @@ TileServerError
 ├── NotFoundError (LookupError)          unknown slide, level, tile, associated image
 │   └── TileAbsentError                  a sparse tile that was never scanned
 ├── InvalidRequestError (ValueError)     bad coordinates, sizes, parameters
+│   └── UnsupportedMediaTypeError        a request body of a media type we do not take
 ├── UnsupportedError                     a transfer syntax, format or feature we do not handle
+│   └── NotAcceptableError               nothing the client's Accept header allows
 ├── LimitExceededError                   a request that would cause too much work
 └── SlideError                           a file that cannot be indexed or read
     ├── NotWsiError                      readable DICOM, but not a VL Whole Slide Microscopy image
@@ -35,6 +37,14 @@ class InvalidRequestError(TileServerError, ValueError):
 
 class UnsupportedError(TileServerError):
     """Something well-formed that tileserver deliberately does not handle."""
+
+
+class UnsupportedMediaTypeError(InvalidRequestError):
+    """A request body of a media type the endpoint does not take."""
+
+
+class NotAcceptableError(UnsupportedError):
+    """No representation the client accepts can be produced."""
 
 
 class LimitExceededError(TileServerError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tileserver.errors import UnsupportedError
+from tileserver.errors import NotAcceptableError
 from tileserver.formats import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     JPEG,
@@ -22,10 +22,6 @@ from tileserver.formats import (
 MULTIPART = "multipart/related"
 DICOM = "application/dicom"
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
-
-
-class NotAcceptableError(UnsupportedError):
-    """No representation the client accepts can be produced (HTTP 406)."""
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def create_app(settings: Settings) -> Starlette:
 def _optional_routes() -> list[BaseRoute]:
     """Fronts that live in their own modules; each is added once it exists."""
     routes: list[BaseRoute] = []
-    for name in ("dzi", "iiif", "viewer", "dicomweb", "batch"):
+    for name in ("dzi", "iiif", "viewer", "dicomweb", "dicomweb_stow", "batch"):
         try:
             module = __import__(f"tileserver.http.{name}", fromlist=["routes"])
         except ModuleNotFoundError as exc:

@@ -5,20 +5,16 @@ module maps requests onto it and streams the answers.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any
 
 from anyio import to_thread
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tileserver import codec
-from tileserver.dicomweb import accept, qido, stow
-from tileserver.dicomweb.accept import NotAcceptableError, Offer
+from tileserver.dicomweb import accept, qido
+from tileserver.dicomweb.accept import Offer
 from tileserver.dicomweb.dicomjson import SERIES_UID, STUDY_UID
 from tileserver.dicomweb.instances import (
     FrameSource,
@@ -34,9 +30,6 @@ from tileserver.dicomweb.instances import (
 from tileserver.dicomweb.metadata import iter_metadata
 from tileserver.dicomweb.multipart import (
     PART_END,
-    MultipartError,
-    MultipartParser,
-    boundary_of,
     closing,
     content_type,
     new_boundary,
@@ -44,7 +37,11 @@ from tileserver.dicomweb.multipart import (
 )
 from tileserver.dicomweb.rendered import RenderOptions, parse_viewport, render_frame
 from tileserver.dicomweb.rendered import render_instance as render_whole
-from tileserver.errors import InvalidRequestError, UnsupportedError
+from tileserver.errors import (
+    InvalidRequestError,
+    NotAcceptableError,
+    UnsupportedError,
+)
 from tileserver.http.params import int_param
 from tileserver.http.responses import json_response
 from tileserver.http.state import service_of
@@ -54,19 +51,6 @@ DICOM_JSON = "application/dicom+json"
 Handler = Callable[[Request], Awaitable[Response]]
 #: Frames per worker-thread hop when streaming frames.
 FRAMES_PER_CHUNK = 32
-
-
-def _errors(handler: Handler) -> Handler:
-    """406 and 415 are DICOMweb-specific statuses the shared error table does not know."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except NotAcceptableError as exc:
-            return json_response({"error": str(exc)}, status_code=406)
-
-    return wrapped
 
 
 def base_url(request: Request) -> str:
@@ -119,7 +103,7 @@ def _search(level: qido.Level) -> Handler:
             headers["Warning"] = ", ".join(warnings)
         return json_response(result.matches, headers=headers, media_type=DICOM_JSON)
 
-    return _errors(handler)
+    return handler
 
 
 def _check_json_accept(request: Request) -> None:
@@ -143,7 +127,6 @@ async def _refs(request: Request) -> list[InstanceRef]:
     return await to_thread.run_sync(find_instances, catalog, study, series or None)
 
 
-@_errors
 async def metadata(request: Request) -> Response:
     _check_json_accept(request)
     refs = await _refs(request)
@@ -151,7 +134,6 @@ async def metadata(request: Request) -> Response:
     return StreamingResponse(body, media_type=DICOM_JSON)
 
 
-@_errors
 async def retrieve(request: Request) -> Response:
     """Whole instances as multipart/related; type="application/dicom", streamed from disk."""
     refs = await _refs(request)
@@ -170,7 +152,6 @@ def _dicom_parts(refs: Sequence[InstanceRef], boundary: str) -> Iterator[bytes]:
     yield closing(boundary)
 
 
-@_errors
 async def bulkdata(request: Request) -> Response:
     (ref,) = await _refs(request)
     value = await to_thread.run_sync(bulk_value, ref, request.path_params["tag"])
@@ -229,7 +210,6 @@ async def _source(request: Request) -> tuple[TileService, FrameSource]:
     return service, FrameSource(slide, ref)
 
 
-@_errors
 async def frames(request: Request) -> Response:
     service, source = await _source(request)
     numbers = parse_frame_list(request.path_params["frames"])
@@ -288,7 +268,7 @@ def _rendered_instance(default_viewport: str | None) -> Handler:
         data = await to_thread.run_sync(render_whole, source, options, limit)
         return _image(data, options.fmt)
 
-    return _errors(handler)
+    return handler
 
 
 def _rendered_frame(default_viewport: str | None) -> Handler:
@@ -301,10 +281,9 @@ def _rendered_frame(default_viewport: str | None) -> Handler:
         data = await to_thread.run_sync(render_frame, source, numbers[0], options)
         return _image(data, options.fmt)
 
-    return _errors(handler)
+    return handler
 
 
-@_errors
 async def series_thumbnail(request: Request) -> Response:
     service = service_of(request)
     refs = await _refs(request)
@@ -318,105 +297,6 @@ async def series_thumbnail(request: Request) -> Response:
     return _image(rendered.data, options.fmt)
 
 
-# -- STOW-RS -----------------------------------------------------------------------------
-
-
-@_errors
-async def store(request: Request) -> Response:
-    service = service_of(request)
-    stow_dir = service.settings.stow_directory
-    if stow_dir is None:
-        raise UnsupportedError("STOW-RS needs a slide directory or --stow-dir")
-    media, params = boundary_of(request.headers.get("content-type", ""))
-    part_type = params.get("type", accept.DICOM).lower()
-    if media != accept.MULTIPART or part_type != accept.DICOM:
-        return json_response(
-            {"error": 'STOW-RS takes multipart/related; type="application/dicom"'},
-            status_code=415,
-        )
-    study = request.path_params.get("study")
-    root = stow.catalog_root(stow_dir, service.library.roots)
-    receiver = _Receiver(service, stow_dir, root, study)
-    await receiver.run(request, params.get("boundary", ""))
-    if not receiver.outcomes:
-        raise MultipartError(receiver.error or "the request holds no multipart parts")
-    await to_thread.run_sync(service.library.sync)
-    status, body = stow.store_response(receiver.outcomes, base_url(request), study)
-    return json_response(body, status_code=status, media_type=DICOM_JSON)
-
-
-class _Receiver:
-    """Streams each part to a temporary file, then stores it; one part in flight."""
-
-    FLUSH_BYTES = 1 << 20
-
-    def __init__(self, service: TileService, stow_dir: Path, root: str, study: str | None):
-        self.service, self.stow_dir, self.root, self.study = service, stow_dir, root, study
-        self.outcomes: list[stow.Outcome] = []
-        self.error: str | None = None
-        self._file: Any = None
-        self._path: Path | None = None
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
-        self._rejected: str | None = None
-
-    async def run(self, request: Request, boundary: str) -> None:
-        parser = MultipartParser(boundary)
-        try:
-            async for chunk in request.stream():
-                for event in parser.feed(chunk):
-                    await self._on(event)
-        except MultipartError as exc:
-            self.error = str(exc)
-        except ClientDisconnect:
-            self.error = "the client disconnected before the end of the request"
-        if parser.in_part or self.error:
-            await self._discard(self.error or "the request ended inside this part (truncated)")
-
-    async def _on(self, event: Any) -> None:
-        if event.kind == "start":
-            part_type = event.headers.get("content-type", accept.DICOM).split(";")[0].strip()
-            self._rejected = None
-            if part_type.lower() != accept.DICOM:
-                self._rejected = f"part is {part_type}, not application/dicom"
-                return
-            self._path = await to_thread.run_sync(stow.incoming_path, self.stow_dir)
-            self._file = await to_thread.run_sync(open, self._path, "wb")
-        elif event.kind == "data" and self._file is not None:
-            self._pending.append(event.data)
-            self._pending_bytes += len(event.data)
-            if self._pending_bytes >= self.FLUSH_BYTES:
-                await self._flush()
-        elif event.kind == "end":
-            await self._finish()
-
-    async def _flush(self) -> None:
-        data, self._pending, self._pending_bytes = b"".join(self._pending), [], 0
-        if data:
-            await to_thread.run_sync(self._file.write, data)
-
-    async def _finish(self) -> None:
-        if self._rejected is not None:
-            self.outcomes.append(stow.failed(self._rejected, stow.CANNOT_UNDERSTAND))
-            return
-        await self._flush()
-        await to_thread.run_sync(self._file.close)
-        path, self._file, self._path = self._path, None, None
-        assert path is not None
-        catalog = self.service.library.catalog
-        args = (path, self.stow_dir, self.root, catalog, self.study)
-        self.outcomes.append(await to_thread.run_sync(stow.store_part, *args))
-
-    async def _discard(self, reason: str) -> None:
-        if self._file is not None:
-            await to_thread.run_sync(self._file.close)
-        if self._path is not None:
-            with contextlib.suppress(OSError):
-                self._path.unlink()
-            self.outcomes.append(stow.failed(reason, stow.CANNOT_UNDERSTAND))
-        self._file = self._path = None
-
-
 S = "/dicomweb/studies/{study}"
 SE = S + "/series/{series}"
 IN = SE + "/instances/{instance}"
@@ -424,11 +304,9 @@ F = IN + "/frames/{frames}"
 
 routes = [
     Route("/dicomweb/studies", _search("study"), methods=["GET"]),
-    Route("/dicomweb/studies", store, methods=["POST"]),
     Route("/dicomweb/series", _search("series"), methods=["GET"]),
     Route("/dicomweb/instances", _search("instance"), methods=["GET"]),
     Route(S, retrieve, methods=["GET"]),
-    Route(S, store, methods=["POST"]),
     Route(S + "/series", _search("series"), methods=["GET"]),
     Route(S + "/instances", _search("instance"), methods=["GET"]),
     Route(S + "/metadata", metadata, methods=["GET"]),

@@ -16,10 +16,12 @@ from tileserver.errors import (
     CorruptSlideError,
     InvalidRequestError,
     LimitExceededError,
+    NotAcceptableError,
     NotFoundError,
     SlideError,
     TileServerError,
     UnsupportedError,
+    UnsupportedMediaTypeError,
 )
 from tileserver.http.responses import json_response
 
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 STATUS: dict[type[TileServerError], int] = {
     NotFoundError: 404,
+    NotAcceptableError: 406,
+    UnsupportedMediaTypeError: 415,
     InvalidRequestError: 400,
     LimitExceededError: 400,
     UnsupportedError: 501,

@@ -1,0 +1,123 @@
+"""DICOMweb STOW-RS: streamed multipart ingest into the stow directory, one part at a time.
+
+Each part streams to a temporary file, is indexed like any other file, moved under
+``<stow>/<study>/<series>/<sop>.dcm`` and put into the catalog, so it is searchable and
+servable through every front as soon as the response is sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from anyio import to_thread
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tileserver.dicomweb import accept, stow
+from tileserver.dicomweb.multipart import MultipartError, MultipartParser, boundary_of
+from tileserver.errors import UnsupportedError, UnsupportedMediaTypeError
+from tileserver.http.dicomweb import DICOM_JSON, base_url
+from tileserver.http.responses import json_response
+from tileserver.http.state import service_of
+from tileserver.service import TileService
+
+
+async def store(request: Request) -> Response:
+    service = service_of(request)
+    stow_dir = service.settings.stow_directory
+    if stow_dir is None:
+        raise UnsupportedError("STOW-RS needs a slide directory or --stow-dir")
+    media, params = boundary_of(request.headers.get("content-type", ""))
+    part_type = params.get("type", accept.DICOM).lower()
+    if media != accept.MULTIPART or part_type != accept.DICOM:
+        raise UnsupportedMediaTypeError('STOW-RS takes multipart/related; type="application/dicom"')
+    study = request.path_params.get("study")
+    root = stow.catalog_root(stow_dir, service.library.roots)
+    receiver = _Receiver(service, stow_dir, root, study)
+    await receiver.run(request, params.get("boundary", ""))
+    if not receiver.outcomes:
+        raise MultipartError(receiver.error or "the request holds no multipart parts")
+    await to_thread.run_sync(service.library.sync)
+    status, body = stow.store_response(receiver.outcomes, base_url(request), study)
+    return json_response(body, status_code=status, media_type=DICOM_JSON)
+
+
+class _Receiver:
+    """Streams each part to a temporary file, then stores it; one part in flight."""
+
+    FLUSH_BYTES = 1 << 20
+
+    def __init__(self, service: TileService, stow_dir: Path, root: str, study: str | None):
+        self.service, self.stow_dir, self.root, self.study = service, stow_dir, root, study
+        self.outcomes: list[stow.Outcome] = []
+        self.error: str | None = None
+        self._file: Any = None
+        self._path: Path | None = None
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._rejected: str | None = None
+
+    async def run(self, request: Request, boundary: str) -> None:
+        parser = MultipartParser(boundary)
+        try:
+            async for chunk in request.stream():
+                for event in parser.feed(chunk):
+                    await self._on(event)
+        except MultipartError as exc:
+            self.error = str(exc)
+        except ClientDisconnect:
+            self.error = "the client disconnected before the end of the request"
+        if parser.in_part or self.error:
+            await self._discard(self.error or "the request ended inside this part (truncated)")
+
+    async def _on(self, event: Any) -> None:
+        if event.kind == "start":
+            part_type = event.headers.get("content-type", accept.DICOM).split(";")[0].strip()
+            self._rejected = None
+            if part_type.lower() != accept.DICOM:
+                self._rejected = f"part is {part_type}, not application/dicom"
+                return
+            self._path = await to_thread.run_sync(stow.incoming_path, self.stow_dir)
+            self._file = await to_thread.run_sync(open, self._path, "wb")
+        elif event.kind == "data" and self._file is not None:
+            self._pending.append(event.data)
+            self._pending_bytes += len(event.data)
+            if self._pending_bytes >= self.FLUSH_BYTES:
+                await self._flush()
+        elif event.kind == "end":
+            await self._finish()
+
+    async def _flush(self) -> None:
+        data, self._pending, self._pending_bytes = b"".join(self._pending), [], 0
+        if data:
+            await to_thread.run_sync(self._file.write, data)
+
+    async def _finish(self) -> None:
+        if self._rejected is not None:
+            self.outcomes.append(stow.failed(self._rejected, stow.CANNOT_UNDERSTAND))
+            return
+        await self._flush()
+        await to_thread.run_sync(self._file.close)
+        path, self._file, self._path = self._path, None, None
+        assert path is not None
+        catalog = self.service.library.catalog
+        args = (path, self.stow_dir, self.root, catalog, self.study)
+        self.outcomes.append(await to_thread.run_sync(stow.store_part, *args))
+
+    async def _discard(self, reason: str) -> None:
+        if self._file is not None:
+            await to_thread.run_sync(self._file.close)
+        if self._path is not None:
+            with contextlib.suppress(OSError):
+                self._path.unlink()
+            self.outcomes.append(stow.failed(reason, stow.CANNOT_UNDERSTAND))
+        self._file = self._path = None
+
+
+routes = [
+    Route("/dicomweb/studies", store, methods=["POST"]),
+    Route("/dicomweb/studies/{study}", store, methods=["POST"]),
+]
