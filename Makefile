@@ -59,7 +59,13 @@ run: venv
 	$(BIN)/tileserver serve --slides $(DEMO_DIR) --catalog $(CATALOG) --host $(HOST) --port $(PORT)
 
 # Every bench/*_bench.py is a benchmark; each one is bounded to a few minutes.
-bench: venv
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: venv $(BENCH_STAMP)
 	@for script in bench/*_bench.py; do \
 	  echo "== $$script"; \
 	  $(BIN)/python -m bench.$$(basename $$script .py) $(BENCH_ARGS); \

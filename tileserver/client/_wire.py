@@ -12,6 +12,7 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -261,3 +262,15 @@ def _headers(block: bytes) -> dict[str, str]:
         name, _, value = line.partition(":")
         out[name.strip().lower()] = value.strip()
     return out
+
+
+def slide_path(slide_id: str) -> str:
+    return f"/slides/{quote(slide_id, safe='')}"
+
+
+def batch_path(slide_id: str) -> str:
+    return f"{slide_path(slide_id)}/tiles:batch"
+
+
+def region_params(level: int, x: int, y: int, width: int, height: int) -> dict[str, str | int]:
+    return {"level": level, "x": x, "y": y, "width": width, "height": height, "format": "npy"}

@@ -6,7 +6,6 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -27,6 +26,9 @@ from tileserver.client._wire import (
     plan_region_at_mpp,
     resize,
 )
+from tileserver.client._wire import batch_path as _batch
+from tileserver.client._wire import region_params as _region
+from tileserver.client._wire import slide_path as _path
 
 Batch = list[tuple[TileAddress, Pixels]]
 
@@ -185,15 +187,3 @@ class TileClient:
             finally:
                 for future in pending:
                     future.cancel()
-
-
-def _path(slide_id: str) -> str:
-    return f"/slides/{quote(slide_id, safe='')}"
-
-
-def _batch(slide_id: str) -> str:
-    return f"{_path(slide_id)}/tiles:batch"
-
-
-def _region(level: int, x: int, y: int, width: int, height: int) -> dict[str, str | int]:
-    return {"level": level, "x": x, "y": y, "width": width, "height": height, "format": "npy"}

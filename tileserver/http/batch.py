@@ -20,6 +20,7 @@ with ``?format=json`` its size and the tile flags of level ``?level=N`` (default
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -60,23 +61,23 @@ async def post_batch(request: Request) -> Response:
     service = service_of(request)
     slide = await service.slide(request.path_params["slide_id"])
     addresses, fmt, plane = _parse_batch(await request.body(), slide)
-    chunks = [addresses[i : i + CHUNK] for i in range(0, len(addresses), CHUNK)]
+    chunks = [addresses[i : i + CHUNK] for i in range(0, len(addresses), CHUNK)] or [[]]
+    work: Callable[[Sequence[Address]], bytes]
     if fmt == "raw":
         boundary = secrets.token_hex(16)
-
-        def raw(chunk: Sequence[Address]) -> bytes:
-            return _multipart_chunk(slide, chunk, plane, boundary)
-
-        body = _stream(chunks, raw, (f"--{boundary}--\r\n".encode(),))
+        work = functools.partial(_multipart_chunk, slide, plane=plane, boundary=boundary)
+        prefix, suffix = b"", f"--{boundary}--\r\n".encode()
         media_type = f"multipart/mixed; boundary={boundary}"
-        return StreamingResponse(body, media_type=media_type)
-    tile_size = _uniform_tile_size(slide, addresses)
-
-    def npy(chunk: Sequence[Address]) -> bytes:
-        return _pixels_chunk(slide, chunk, plane, tile_size)
-
-    header = _npy_header((len(addresses), tile_size.height, tile_size.width, 3))
-    return StreamingResponse(_stream(chunks, npy, (), prefix=header), media_type=NPY)
+    else:
+        tile_size = _uniform_tile_size(slide, addresses)
+        work = functools.partial(_pixels_chunk, slide, plane=plane, size=tile_size)
+        prefix, suffix = _npy_header((len(addresses), tile_size.height, tile_size.width, 3)), b""
+        media_type = NPY
+    # The first chunk is read before the response starts, so its errors get a status.
+    first = prefix + await to_thread.run_sync(work, chunks[0])
+    if len(chunks) == 1:
+        return Response(first + suffix, media_type=media_type)
+    return StreamingResponse(_stream(first, chunks[1:], work, suffix), media_type=media_type)
 
 
 def _parse_batch(body: bytes, slide: Slide) -> tuple[list[Address], str, Plane]:
@@ -126,26 +127,25 @@ def _uniform_tile_size(slide: Slide, addresses: Sequence[Address]) -> Size:
 
 
 async def _stream(
-    chunks: Sequence[Sequence[Address]],
+    first: bytes,
+    rest: Sequence[Sequence[Address]],
     work: Callable[[Sequence[Address]], bytes],
-    suffix: Sequence[bytes],
-    prefix: bytes = b"",
+    suffix: bytes = b"",
 ) -> AsyncIterator[bytes]:
-    """Run ``work`` on each chunk in a worker thread, a few ahead, and yield in order."""
-    if prefix:
-        yield prefix
+    """``first``, then ``work`` of each chunk run in a worker thread, a few ahead, in order."""
+    yield first
     pending: list[asyncio.Task[bytes]] = []
     try:
-        for index in range(len(chunks)):
-            while len(pending) <= READ_AHEAD and index + len(pending) < len(chunks):
-                chunk = chunks[index + len(pending)]
+        for index in range(len(rest)):
+            while len(pending) <= READ_AHEAD and index + len(pending) < len(rest):
+                chunk = rest[index + len(pending)]
                 pending.append(asyncio.ensure_future(to_thread.run_sync(work, chunk)))
             yield await pending.pop(0)
     finally:
         for task in pending:
             task.cancel()
-    for part in suffix:
-        yield part
+    if suffix:
+        yield suffix
 
 
 def _read_chunk(slide: Slide, chunk: Sequence[Address], plane: Plane) -> list[EncodedTile | None]:
@@ -180,7 +180,7 @@ def _multipart_chunk(slide: Slide, chunk: Sequence[Address], plane: Plane, bound
     return b"".join(parts)
 
 
-def _pixels_chunk(slide: Slide, chunk: Sequence[Address], plane: Plane, size: Size) -> bytes:
+def _pixels_chunk(slide: Slide, chunk: Sequence[Address], *, plane: Plane, size: Size) -> bytes:
     out = np.full((len(chunk), size.height, size.width, 3), compose.BACKGROUND, dtype=np.uint8)
     for i, ((level, col, row), encoded) in enumerate(
         zip(chunk, _read_chunk(slide, chunk, plane), strict=True)
