@@ -44,7 +44,10 @@ class TileService:
     async def slide(self, slide_id: str, timings: Timings | None = None) -> Slide:
         timings = timings or Timings()
         with timings.measure("index"):
-            return await to_thread.run_sync(self.library.get, slide_id)
+            slide = self.library.get_open(slide_id)
+            if slide is None:  # loading reads the catalog: off the event loop
+                slide = await to_thread.run_sync(self.library.get, slide_id)
+            return slide
 
     async def stored_tile(
         self,

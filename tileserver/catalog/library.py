@@ -58,6 +58,14 @@ class SlideLibrary:
         self.sync()
         return sorted(self._files)
 
+    def get_open(self, slide_id: str) -> Slide | None:
+        """The slide if it is already open (no I/O: safe on the event loop), else None."""
+        with self._lock:
+            slide = self._open.get(slide_id)
+            if slide is not None:
+                self._open.move_to_end(slide_id)
+            return slide
+
     def get(self, slide_id: str) -> Slide:
         """The open slide ``slide_id``; ``NotFoundError`` for an unknown id."""
         with self._lock:
