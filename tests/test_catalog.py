@@ -189,3 +189,14 @@ def test_evicted_slides_release_their_file_descriptors(mixed_tree: Path, tmp_pat
     gc.collect()
     # Only the one slide still open may hold descriptors (one per file of that slide).
     assert len(os.listdir("/proc/self/fd")) - before <= 6
+
+
+def test_tiled_full_with_more_frames_than_its_grid_is_skipped(
+        tmp_path: Path, fixture_dir: dict[str, FixtureSet]) -> None:
+    import pydicom
+
+    ds = pydicom.dcmread(fixture_dir["jpeg_bot"].level(0).paths[0])
+    ds.TotalPixelMatrixColumns = 512  # 12 frames no longer fit a 2x3 grid
+    ds.save_as(tmp_path / "too_many_frames.dcm")
+    with pytest.raises(CorruptSlideError, match="exceed"):
+        index_instance(tmp_path / "too_many_frames.dcm")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tileserver.dicom.frame_table import FRAME_DTYPE, encapsulated_table, native_table
-from tileserver.dicom.pixeldata import read_pixel_data_element, strip_item_headers, walk_fragments
+from tileserver.dicom.pixeldata import (
+    FileView,
+    read_pixel_data_element,
+    strip_item_headers,
+    walk_fragments,
+)
 from tileserver.errors import CorruptSlideError
 
 EOI = b"\xff\xd9"
@@ -194,3 +201,26 @@ def test_native_table_shorter_than_frames_is_corrupt() -> None:
 def test_native_table_past_end_of_file_is_corrupt() -> None:
     with pytest.raises(CorruptSlideError, match="past end of file"):
         native_table(100, 192, 4, 48, file_size=200)
+
+
+def test_file_truncated_during_the_walk_is_corrupt_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "pixels.bin"
+    path.write_bytes(encapsulate([frame(i, size=4000) for i in range(8)]))
+    with path.open("rb") as f:
+        view = FileView(f.fileno(), path.stat().st_size)
+        element = read_pixel_data_element(view, 0, implicit_vr=False)
+        os.truncate(path, 5000)  # another process rewrites the file under us
+        with pytest.raises(CorruptSlideError, match="truncated"):
+            walk_fragments(view, element.value_offset)
+
+
+def test_basic_offset_table_of_odd_length_is_corrupt() -> None:
+    buf = (
+        PIXEL_DATA_OB
+        + item(b"\x00\x00\x00")
+        + item(frame(0))
+        + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    )
+    frags = walk_fragments(buf, read_pixel_data_element(buf, 0, False).value_offset)
+    with pytest.raises(CorruptSlideError, match="multiple of 4"):
+        encapsulated_table(frags, 1, eot=None, end_marker=EOI, buf=buf)

@@ -70,6 +70,8 @@ def encapsulated_table(
         raise CorruptSlideError("Number of Frames is zero")
     if n_frags < n_frames:
         raise CorruptSlideError(f"{n_frags} fragments for {n_frames} frames")
+    if len(frags.basic_offset_table) % 4:
+        raise CorruptSlideError("Basic Offset Table length is not a multiple of 4")
     bot = np.frombuffer(frags.basic_offset_table, dtype="<u4").astype(np.uint64)
     notes: list[str] = []
     if eot is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mmap
 import os
 import warnings
 from dataclasses import dataclass
@@ -20,8 +19,13 @@ from tileserver.dicom.frame_table import (
     native_table,
 )
 from tileserver.dicom.header import InstanceHeader, parse_header, read_header
-from tileserver.dicom.pixeldata import read_pixel_data_element, walk_fragments
-from tileserver.dicom.tiling import PositionArray, shared_z_offset, sparse_positions
+from tileserver.dicom.pixeldata import FileView, read_pixel_data_element, walk_fragments
+from tileserver.dicom.tiling import (
+    PositionArray,
+    full_positions,
+    shared_z_offset,
+    sparse_positions,
+)
 from tileserver.errors import CorruptSlideError, SlideError, UnsupportedError
 from tileserver.formats import TRANSFER_SYNTAXES, TransferSyntax
 
@@ -74,12 +78,15 @@ def index_instance(path: str | Path) -> IndexedInstance:
         ds, tag_offset = read_header(fp, path)
         header = parse_header(ds)
         syntax = _syntax(header.transfer_syntax)
-        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            frames = _frame_table(mm, ds, header, syntax, tag_offset, stat.st_size)
-            _check_consistency(mm, header, syntax, frames)
+        view = FileView(fp.fileno(), stat.st_size)
+        frames = _frame_table(view, ds, header, syntax, tag_offset, stat.st_size)
+        _check_consistency(view, header, syntax, frames)
         positions = None
         if header.dimension_organization != "TILED_FULL":
             positions = sparse_positions(ds, header, frames.notes)
+        else:  # the frame count must fit the grid, or the slide could never be assembled
+            concat = header.concatenation
+            full_positions(header, len(frames), concat.frame_offset if concat else 0)
         z_base = shared_z_offset(ds)
         header_json = dataset_json(ds)
     frames.notes.extend(sorted({f"DICOM: {w.message}" for w in caught}))
@@ -96,7 +103,7 @@ def _syntax(uid: str) -> TransferSyntax:
 
 
 def _frame_table(
-    mm: mmap.mmap,
+    mm: FileView,
     ds: Dataset,
     header: InstanceHeader,
     syntax: TransferSyntax,
@@ -126,8 +133,12 @@ def _frame_table(
 def _extended_offset_table(ds: Dataset) -> FrameArray | None:
     if "ExtendedOffsetTable" not in ds:
         return None
-    offsets = np.frombuffer(bytes(ds.ExtendedOffsetTable), dtype="<u8")
-    lengths = np.frombuffer(bytes(ds.get("ExtendedOffsetTableLengths", b"")), dtype="<u8")
+    raw_offsets = bytes(ds.ExtendedOffsetTable)
+    raw_lengths = bytes(ds.get("ExtendedOffsetTableLengths", b""))
+    if len(raw_offsets) % 8 or len(raw_lengths) % 8:
+        raise CorruptSlideError("Extended Offset Table length is not a multiple of 8")
+    offsets = np.frombuffer(raw_offsets, dtype="<u8")
+    lengths = np.frombuffer(raw_lengths, dtype="<u8")
     if len(lengths) != len(offsets):
         lengths = np.full(len(offsets), np.iinfo(np.uint64).max, dtype=np.uint64)
     table = np.zeros(len(offsets), dtype=FRAME_DTYPE)
@@ -136,7 +147,7 @@ def _extended_offset_table(ds: Dataset) -> FrameArray | None:
 
 
 def _check_consistency(
-    mm: mmap.mmap, header: InstanceHeader, syntax: TransferSyntax, frames: FrameTable
+    mm: FileView, header: InstanceHeader, syntax: TransferSyntax, frames: FrameTable
 ) -> None:
     """Add transfer syntax / photometric mismatches to the validation notes."""
     photometric = header.pixel_format.photometric

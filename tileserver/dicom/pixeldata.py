@@ -1,12 +1,14 @@
 """Locate the Pixel Data element and walk its encapsulated items, without decoding.
 
-Everything here reads through a ``memoryview``-like buffer (normally an ``mmap`` of the
-file) so a walk over a 100,000-frame level touches only item headers.
+Everything here reads through a sliceable buffer: ``bytes`` in tests, a ``FileView`` over
+a file descriptor in production, so a walk over a 100,000-frame level reads only item
+headers. (No ``mmap``: a file truncated while it is being walked must give a short read
+and a ``CorruptSlideError``, not a SIGBUS that kills the server.)
 """
 
 from __future__ import annotations
 
-import mmap
+import os
 import struct
 from dataclasses import dataclass
 
@@ -15,8 +17,23 @@ import numpy.typing as npt
 
 from tileserver.errors import CorruptSlideError
 
-#: Anything struct can unpack from: normally an mmap of the whole file.
-Buffer = bytes | bytearray | memoryview | mmap.mmap
+
+class FileView:
+    """Read-only, sliceable view of a file through ``os.pread`` (no shared cursor)."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd, self.size = fd, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, span: slice) -> bytes:
+        start, stop, _ = span.indices(self.size)
+        return os.pread(self.fd, max(0, stop - start), start)
+
+
+#: Anything sliceable to bytes: the file's bytes, or a ``FileView`` of it.
+Buffer = bytes | bytearray | memoryview | FileView
 
 _TAG_LE = struct.Struct("<HH")
 _ITEM_HEADER = struct.Struct("<HHI")
@@ -58,15 +75,15 @@ def read_pixel_data_element(buf: Buffer, tag_offset: int, implicit_vr: bool) -> 
     """Parse the Pixel Data element header that starts at ``tag_offset``."""
     if tag_offset + 8 > len(buf):
         raise CorruptSlideError("no Pixel Data element before end of file")
-    if _TAG_LE.unpack_from(buf, tag_offset) != _PIXEL_DATA:
+    if _TAG_LE.unpack(buf[tag_offset : tag_offset + 4]) != _PIXEL_DATA:
         raise CorruptSlideError(f"expected Pixel Data at byte {tag_offset}")
     if implicit_vr:
-        (length,) = struct.unpack_from("<I", buf, tag_offset + 4)
+        (length,) = struct.unpack("<I", buf[tag_offset + 4 : tag_offset + 8])
         value_offset = tag_offset + 8
     else:
         if tag_offset + 12 > len(buf):
             raise CorruptSlideError("Pixel Data header truncated")
-        _, _, vr, length = _EXPLICIT_LONG.unpack_from(buf, tag_offset)
+        _, _, vr, length = _EXPLICIT_LONG.unpack(buf[tag_offset : tag_offset + 12])
         if vr not in (b"OB", b"OW", b"UN"):
             raise CorruptSlideError(f"Pixel Data has unexpected VR {vr!r}")
         value_offset = tag_offset + 12
@@ -85,10 +102,13 @@ def walk_fragments(buf: Buffer, value_offset: int) -> Fragments:
     first_item = pos
     offsets: list[int] = []
     lengths: list[int] = []
-    unpack = _ITEM_HEADER.unpack_from
+    unpack = _ITEM_HEADER.unpack
     delimited = False
     while pos + 8 <= size:
-        group, element, length = unpack(buf, pos)
+        header = buf[pos : pos + 8]
+        if len(header) < 8:
+            raise CorruptSlideError(f"file shorter than expected at byte {pos} (truncated)")
+        group, element, length = unpack(header)
         if (group, element) == _SEQUENCE_DELIMITER:
             delimited = True
             break
@@ -115,7 +135,7 @@ def walk_fragments(buf: Buffer, value_offset: int) -> Fragments:
 def _read_item(buf: Buffer, pos: int, size: int) -> tuple[int, int]:
     if pos + 8 > size:
         raise CorruptSlideError("encapsulated Pixel Data truncated before its offset table")
-    group, element, length = _ITEM_HEADER.unpack_from(buf, pos)
+    group, element, length = _ITEM_HEADER.unpack(buf[pos : pos + 8])
     if (group, element) != _ITEM:
         raise CorruptSlideError("encapsulated Pixel Data does not start with an offset-table item")
     if pos + 8 + length > size:
@@ -128,7 +148,7 @@ def strip_item_headers(span: bytes) -> bytes:
     parts = []
     pos = 0
     while pos + 8 <= len(span):
-        _, _, length = _ITEM_HEADER.unpack_from(span, pos)
+        _, _, length = _ITEM_HEADER.unpack(span[pos : pos + 8])
         parts.append(span[pos + 8 : pos + 8 + length])
         pos += 8 + length
     return b"".join(parts)
