@@ -205,3 +205,30 @@ def test_pixel_data_over_4_gib_in_a_sparse_file(tmp_path: Path) -> None:
         slide = Slide(fs.series_uid, fs.name, DicomReader(assemble([inst])))
         last = inst_info.frame_tiles[2]
         assert slide.read_tile_bytes(0, last[2], last[3]).data == inst_info.read_frame(2)
+
+
+def test_levels_with_fewer_planes_and_paths_map_by_value(
+    sets: dict[str, FixtureSet], tmp_path: Path
+) -> None:
+    import pydicom
+    from pydicom.encaps import encapsulate, generate_frames
+
+    from tileserver.errors import NotFoundError
+
+    source = sets["multi_focal_optical"]
+    level1 = pydicom.dcmread(source.level(1).paths[0])
+    frames = list(generate_frames(level1.PixelData, number_of_frames=int(level1.NumberOfFrames)))
+    per_plane = source.level(1).tiles_across * source.level(1).tiles_down
+    level1.PixelData = encapsulate(frames[:per_plane])  # path 0, lowest plane only
+    level1.NumberOfFrames = per_plane
+    level1.TotalPixelMatrixFocalPlanes = 1
+    level1.OpticalPathSequence = level1.OpticalPathSequence[:1]
+    level1.save_as(tmp_path / "level1.dcm")
+    instances = [index_instance(source.level(0).paths[0]), index_instance(tmp_path / "level1.dcm")]
+    slide = Slide(source.series_uid, "partial", DicomReader(assemble(instances)))
+    assert len(slide.focal_planes) == 3 and len(slide.optical_paths) == 2
+    lowest = slide.read_tile_bytes(1, 0, 0, 0, 0).data
+    assert lowest == frames[0]
+    assert slide.read_tile_bytes(1, 0, 0, 2, 0).data == lowest  # nearest plane in z
+    with pytest.raises(NotFoundError):
+        slide.read_tile_bytes(1, 0, 0, 0, 1)

@@ -29,6 +29,9 @@ class DicomReader:
         self._associated = {
             n: ReaderLevel(g.size, g.tile_size, len(g.frames)) for n, g in layout.associated.items()
         }
+        # Plane and path indexes are the slide's (level 0's); each level maps them by value.
+        self._planes = [_plane_map(self.focal_planes, g.focal_planes) for g in layout.levels]
+        self._paths = [_path_map(self.optical_paths, g.optical_paths) for g in layout.levels]
         self._fds: dict[str, int] = {}
         self._open_lock = threading.Lock()
         # Descriptors close when the last reference goes, never under an in-flight read
@@ -74,7 +77,11 @@ class DicomReader:
         self, level: int, col: int, row: int, focal_plane: int = 0, optical_path: int = 0
     ) -> EncodedTile:
         grid = self.layout.levels[level]
-        frame = int(grid.tile_map[optical_path, focal_plane, row, col])
+        path = self._paths[level][optical_path]
+        if path < 0:
+            raise NotFoundError(f"level {level} has no optical path {optical_path}")
+        plane = self._planes[level][focal_plane]
+        frame = int(grid.tile_map[path, plane, row, col])
         if frame < 0:
             raise TileAbsentError(f"tile ({col}, {row}) of level {level} is not stored")
         return self._read_frame(grid, frame)
@@ -137,6 +144,17 @@ class DicomReader:
         """Close descriptors now; only for owners sure no read is in flight."""
         with self._open_lock:
             _close_all(self._fds)
+
+
+def _plane_map(slide_planes: Sequence[float], level_planes: Sequence[float]) -> list[int]:
+    """For each slide focal plane, the level's plane nearest in z."""
+    ours = np.asarray(level_planes, dtype=np.float64)
+    return [int(np.argmin(np.abs(ours - z))) for z in slide_planes] or [0]
+
+
+def _path_map(slide_paths: Sequence[str], level_paths: Sequence[str]) -> list[int]:
+    """For each slide optical path, its index in the level (-1 when the level lacks it)."""
+    return [level_paths.index(p) if p in level_paths else -1 for p in slide_paths] or [0]
 
 
 def _close_all(fds: dict[str, int]) -> None:
