@@ -15,7 +15,13 @@ from fixtures import FixtureSet
 from tileserver.catalog import Catalog, SlideLibrary, scan
 from tileserver.cli import main
 from tileserver.dicom import index_instance
-from tileserver.errors import CorruptSlideError, NotWsiError, SlideError, TileAbsentError
+from tileserver.errors import (
+    CorruptSlideError,
+    NotFoundError,
+    NotWsiError,
+    SlideError,
+    TileAbsentError,
+)
 
 EXPECTED_SKIP_REASONS = {
     "text_file.dcm": "not a DICOM file",
@@ -192,7 +198,8 @@ def test_evicted_slides_release_their_file_descriptors(mixed_tree: Path, tmp_pat
 
 
 def test_tiled_full_with_more_frames_than_its_grid_is_skipped(
-        tmp_path: Path, fixture_dir: dict[str, FixtureSet]) -> None:
+    tmp_path: Path, fixture_dir: dict[str, FixtureSet]
+) -> None:
     import pydicom
 
     ds = pydicom.dcmread(fixture_dir["jpeg_bot"].level(0).paths[0])
@@ -200,3 +207,78 @@ def test_tiled_full_with_more_frames_than_its_grid_is_skipped(
     ds.save_as(tmp_path / "too_many_frames.dcm")
     with pytest.raises(CorruptSlideError, match="exceed"):
         index_instance(tmp_path / "too_many_frames.dcm")
+
+
+def test_a_library_serves_only_its_own_roots(
+    tmp_path: Path, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    catalog_path = tmp_path / "catalog.sqlite"
+    for case in ("jpeg_bot", "sparse"):
+        shutil.copytree(fixture_dir[case].directory, tmp_path / case)
+        SlideLibrary(Catalog(catalog_path), [tmp_path / case]).refresh()
+    mine = SlideLibrary(Catalog(catalog_path, [tmp_path / "jpeg_bot"]), [tmp_path / "jpeg_bot"])
+    assert mine.ids() == [fixture_dir["jpeg_bot"].series_uid]
+    with pytest.raises(NotFoundError):
+        mine.get(fixture_dir["sparse"].series_uid)
+    served = mine.catalog.query("SELECT DISTINCT series_uid FROM served_instances")
+    assert [r[0] for r in served] == [fixture_dir["jpeg_bot"].series_uid]
+
+
+def test_a_scan_during_a_load_never_leaves_a_stale_slide_cached(
+    tmp_path: Path, fixture_dir: dict[str, FixtureSet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tileserver.catalog.library as library_module
+
+    root = tmp_path / "slides"
+    shutil.copytree(fixture_dir["jpeg_bot"].directory, root)
+    library = SlideLibrary(Catalog(tmp_path / "catalog.sqlite"), [root])
+    library.refresh()
+    level0 = root / fixture_dir["jpeg_bot"].level(0).paths[0].name
+    real_assemble = library_module.assemble
+    calls = 0
+
+    def assemble_while_the_file_changes(instances):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # another thread rewrites the file and rescans mid-load
+            stat = level0.stat()
+            os.utime(level0, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+            library.refresh()
+        return real_assemble(instances)
+
+    monkeypatch.setattr(library_module, "assemble", assemble_while_the_file_changes)
+    slide = library.get(fixture_dir["jpeg_bot"].series_uid)
+    current = library_module.content_version(library.catalog.series_files()[slide.id])
+    assert calls == 2 and slide.version == current
+    assert library.get(slide.id) is slide
+
+
+def test_a_file_rewritten_in_place_is_reindexed_before_it_is_read(
+    tmp_path: Path, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    root = tmp_path / "slides"
+    shutil.copytree(fixture_dir["jpeg_bot"].directory, root)
+    library = SlideLibrary(Catalog(tmp_path / "catalog.sqlite"), [root])
+    library.refresh()
+    slide_id = fixture_dir["jpeg_bot"].series_uid
+    old = library.get(slide_id)
+    assert old.read_tile_bytes(0, 1, 1).data
+    import pydicom
+    from pydicom.encaps import generate_frames
+
+    target = root / fixture_dir["jpeg_bot"].level(0).paths[0].name
+    replacement = pydicom.dcmread(fixture_dir["jpeg_empty_bot"].level(0).paths[0])
+    original = pydicom.dcmread(target, stop_before_pixels=True)
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        setattr(replacement, keyword, getattr(original, keyword))
+    replacement.save_as(tmp_path / "replacement.dcm")
+    shutil.copyfile(tmp_path / "replacement.dcm", target)  # same inode, other bytes
+    new = library.get(slide_id)  # no rescan ran: the library notices by itself
+    assert new is not old and new.version != old.version
+    frames = list(
+        generate_frames(replacement.PixelData, number_of_frames=int(replacement.NumberOfFrames))
+    )
+    across = -(-int(replacement.TotalPixelMatrixColumns) // int(replacement.Columns))
+    assert new.read_tile_bytes(0, 1, 1).data == frames[across + 1]
+    with pytest.raises(CorruptSlideError, match="changed since it was indexed"):
+        old.read_tile_bytes(0, 1, 1)  # an in-flight reader of the old index never reads garbage

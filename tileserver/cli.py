@@ -91,9 +91,7 @@ def _index(args: argparse.Namespace) -> int:
     report = library.refresh() if progress is None else _scan_with_bar(library, progress)
     roots = [str(r) for r in library.roots]
     skipped = [{"path": f.path, "reason": f.reason} for f in catalog.skipped() if f.root in roots]
-    ids = [
-        sid for sid, files in catalog.series_files().items() if any(f[1] in roots for f in files)
-    ]
+    ids = [sid for sid in catalog.series_files(roots)]
     slides = [slide_summary(library.get(sid)) for sid in sorted(ids)]
     if args.json:
         _print_json({"slides": slides, "skipped": skipped})

@@ -8,14 +8,14 @@ writes through the catalog's generation counter.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tileserver.catalog.scan import ScanReport, scan
-from tileserver.catalog.store import Catalog
-from tileserver.dicom.instance import IndexedInstance
+from tileserver.catalog.scan import ScanReport, rescan_file, scan
+from tileserver.catalog.store import Catalog, SeriesFile
 from tileserver.dicom.series import assemble
 from tileserver.errors import NotFoundError
 from tileserver.readers.dicom import DicomReader
@@ -23,7 +23,11 @@ from tileserver.slide import Slide
 
 
 class SlideLibrary:
-    """Slides by id (Series Instance UID), loaded lazily from a ``Catalog``."""
+    """Slides by id (Series Instance UID), loaded lazily from a ``Catalog``.
+
+    Only files found under this library's roots are served, even when the catalog holds
+    more (several servers or ``tileserver index`` runs may share one catalog).
+    """
 
     def __init__(self, catalog: Catalog, roots: Sequence[str | Path] = (), max_open: int = 64):
         self.catalog = catalog
@@ -32,7 +36,12 @@ class SlideLibrary:
         self._open: OrderedDict[str, Slide] = OrderedDict()
         self._lock = threading.Lock()
         self._generation = -1
-        self._files: dict[str, list[tuple[str, str, int, int]]] = {}
+        self._files: dict[str, list[SeriesFile]] = {}
+        self._changed: set[str] = set()  # files a read found rewritten since indexing
+
+    @property
+    def _root_names(self) -> list[str] | None:
+        return [str(r) for r in self.roots] if self.roots else None
 
     def refresh(self) -> ScanReport:
         """Rescan the roots and forget slides whose files changed."""
@@ -42,13 +51,14 @@ class SlideLibrary:
 
     def sync(self) -> None:
         """Pick up catalog changes made by any process (cheap when nothing changed)."""
+        self._reindex_changed()
         generation = self.catalog.generation()
         if generation == self._generation:
             return
-        files = self.catalog.series_files()
+        files = self.catalog.series_files(self._root_names)
         with self._lock:
-            for slide_id in list(self._open):
-                if files.get(slide_id) != self._files.get(slide_id):
+            for slide_id, slide in list(self._open.items()):
+                if slide.version != content_version(files.get(slide_id, [])):
                     # Dropped, not closed: a request may still be reading it; its file
                     # descriptors close when the last reference goes.
                     del self._open[slide_id]
@@ -59,38 +69,57 @@ class SlideLibrary:
         return sorted(self._files)
 
     def get_open(self, slide_id: str) -> Slide | None:
-        """The slide if it is already open (no I/O: safe on the event loop), else None."""
+        """The slide if it is open and its files unchanged (an fstat per open file, no
+        catalog access: safe on the event loop), else None."""
         with self._lock:
             slide = self._open.get(slide_id)
-            if slide is not None:
-                self._open.move_to_end(slide_id)
+            if slide is None:
+                return None
+            self._open.move_to_end(slide_id)
+        changed = _changed_files(slide)
+        if not changed:
             return slide
+        with self._lock:  # rewritten in place: re-index before serving it again
+            self._changed.update(changed)
+            if self._open.get(slide_id) is slide:
+                del self._open[slide_id]
+        return None
 
     def get(self, slide_id: str) -> Slide:
         """The open slide ``slide_id``; ``NotFoundError`` for an unknown id."""
-        with self._lock:
-            slide = self._open.get(slide_id)
-            if slide is not None:
-                self._open.move_to_end(slide_id)
-                return slide
-        if slide_id not in self._files:
+        if self._changed:
+            self.sync()
+        slide = self.get_open(slide_id)
+        if slide is not None:
+            return slide
+        for _ in range(3):
             self.sync()
             if slide_id not in self._files:
                 raise NotFoundError(f"no slide {slide_id!r}")
-        slide = self._load(slide_id)
-        with self._lock:
-            self._open[slide_id] = slide
-            while len(self._open) > self.max_open:
-                self._open.popitem(last=False)
-        return slide
+            stale = [f.path for f in self._files[slide_id] if not _unchanged(f)]
+            if stale:  # changed since the last scan: index those files before loading
+                with self._lock:
+                    self._changed.update(stale)
+                continue
+            slide = self._load(slide_id)
+            with self._lock:
+                # A scan may have changed the files while this load read the catalog:
+                # keep the slide only if it is the current version.
+                if slide.version == content_version(self._files.get(slide_id, [])):
+                    self._open[slide_id] = slide
+                    while len(self._open) > self.max_open:
+                        self._open.popitem(last=False)
+                    return slide
+        assert slide is not None
+        return slide  # still changing under us: serve this consistent snapshot, uncached
 
     def _load(self, slide_id: str) -> Slide:
-        instances = self.catalog.instances(slide_id)
+        instances = self.catalog.instances(slide_id, self._root_names)
         if not instances:
             raise NotFoundError(f"no slide {slide_id!r}")
         layout = assemble(instances)
-        files = self._files.get(slide_id) or [(i.path, "", 0, 0) for i in instances]
-        relative = _relative_path([(path, root) for path, root, *_ in files])
+        files = self._files.get(slide_id) or [SeriesFile(i.path, "", 0, 0) for i in instances]
+        relative = _relative_path([(f.path, f.root) for f in files])
         warnings = [
             *layout.warnings,
             *(f"{Path(i.path).name}: {w}" for i in layout.instances for w in i.warnings),
@@ -98,12 +127,25 @@ class SlideLibrary:
         return Slide(
             id=slide_id,
             name=Path(relative).stem or slide_id,
-            reader=DicomReader(layout),
+            reader=DicomReader(layout, on_changed=self._file_changed),
             attributes=dict(instances[0].header.attributes),
             warnings=warnings,
-            version=_version(instances),
+            version=content_version(
+                SeriesFile(i.path, "", i.file_size, i.mtime_ns) for i in instances
+            ),
             path=relative,
         )
+
+    def _file_changed(self, path: str) -> None:
+        with self._lock:
+            self._changed.add(path)
+
+    def _reindex_changed(self) -> None:
+        with self._lock:
+            changed, self._changed = self._changed, set()
+        roots = {f.path: f.root for files in self._files.values() for f in files}
+        for path in changed:
+            rescan_file(self.catalog, roots.get(path, str(Path(path).parent)), path)
 
     def close(self) -> None:
         with self._lock:
@@ -112,10 +154,24 @@ class SlideLibrary:
             self._open.clear()
 
 
-def _version(instances: Sequence[IndexedInstance]) -> str:
+def _unchanged(f: SeriesFile) -> bool:
+    try:
+        stat = os.stat(f.path)
+    except OSError:
+        return False
+    return (stat.st_size, stat.st_mtime_ns) == (f.size, f.mtime_ns)
+
+
+def _changed_files(slide: Slide) -> list[str]:
+    check = getattr(slide.reader, "changed_files", None)
+    return list(check()) if check is not None else []
+
+
+def content_version(files: Iterable[SeriesFile]) -> str:
+    """Changes whenever any file's path, size or mtime does: part of cache keys and ETags."""
     digest = hashlib.sha256()
-    for inst in sorted(instances, key=lambda i: i.path):
-        digest.update(f"{inst.path}|{inst.file_size}|{inst.mtime_ns}\n".encode())
+    for f in sorted(files, key=lambda f: f.path):
+        digest.update(f"{f.path}|{f.size}|{f.mtime_ns}\n".encode())
     return digest.hexdigest()[:20]
 
 

@@ -50,10 +50,14 @@ def scan(
     """Index new and changed files under ``roots``; drop vanished ones."""
     report = ScanReport()
     known = catalog.files()
-    series_of = {f[0]: s for s, files in catalog.series_files().items() for f in files}
+    series_of = {f.path: s for s, files in catalog.series_files().items() for f in files}
     seen: set[str] = set()
     for root in roots:
         root_path = Path(root).resolve()
+        if not root_path.exists():
+            # An unmounted or mistyped root must not drop everything indexed under it.
+            log.warning("slide root %s does not exist; its catalog entries are kept", root_path)
+            continue
         for path in iter_files(root_path):
             if should_stop is not None and should_stop():
                 return report
@@ -109,3 +113,15 @@ def _skip(
 ) -> None:
     catalog.put_skipped(root, str(path), stat.st_size, stat.st_mtime_ns, reason)
     report.skipped.append((str(path), reason))
+
+
+def rescan_file(catalog: Catalog, root: str, path: str) -> ScanReport:
+    """Bring one file's catalog entry up to date (after a read found it changed)."""
+    report = ScanReport()
+    known = catalog.files().get(path)
+    if not Path(path).exists():
+        catalog.remove([path])
+        report.removed.append(path)
+        return report
+    _scan_file(catalog, root, Path(path), known, {}, report)
+    return report

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +68,16 @@ _SEARCH_COLUMNS = {
 
 
 @dataclass(frozen=True)
+class SeriesFile:
+    """One indexed file of a series, with the identity that versions the slide."""
+
+    path: str
+    root: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
 class FileRecord:
     path: str
     root: str
@@ -80,7 +90,8 @@ class FileRecord:
 class Catalog:
     """Thread-safe handle on one catalog database; each process opens its own."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, roots: Sequence[str | Path] | None = None) -> None:
+        """Open (creating) the catalog; ``roots`` limits the ``served_instances`` view."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(
@@ -93,6 +104,7 @@ class Catalog:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(SCHEMA)
+            self._conn.execute(_served_view(roots))
 
     def close(self) -> None:
         with self._lock:
@@ -179,21 +191,53 @@ class Catalog:
         rows = self.query("SELECT DISTINCT series_uid FROM instances ORDER BY series_uid")
         return [r[0] for r in rows]
 
-    def series_files(self) -> dict[str, list[tuple[str, str, int, int]]]:
-        """(path, root, size, mtime_ns) of every file per series: changes with any file."""
-        result: dict[str, list[tuple[str, str, int, int]]] = {}
-        rows = self.query(
+    def series_files(self, roots: Sequence[str] | None = None) -> dict[str, list[SeriesFile]]:
+        """Every indexed file per series (only files under ``roots`` when given)."""
+        sql = (
             "SELECT i.series_uid, f.path, f.root, f.size, f.mtime_ns "
-            "FROM instances i JOIN files f USING (path) ORDER BY f.path"
+            "FROM instances i JOIN files f USING (path)"
         )
-        for r in rows:
-            result.setdefault(r[0], []).append((r[1], r[2], r[3], r[4]))
+        sql, params = _under_roots(sql, roots)
+        result: dict[str, list[SeriesFile]] = {}
+        for r in self.query(sql + " ORDER BY f.path", params):
+            result.setdefault(r[0], []).append(SeriesFile(r[1], r[2], r[3], r[4]))
         return result
 
-    def instances(self, series_uid: str) -> list[IndexedInstance]:
-        rows = self.query(
+    def instances(
+        self, series_uid: str, roots: Sequence[str] | None = None
+    ) -> list[IndexedInstance]:
+        sql, params = _under_roots(
             "SELECT i.*, f.size, f.mtime_ns FROM instances i JOIN files f USING (path) "
-            "WHERE i.series_uid = ? ORDER BY i.path",
+            "WHERE i.series_uid = ?",
+            roots,
             (series_uid,),
         )
+        rows = self.query(sql + " ORDER BY i.path", params)
         return [instance_from_row(r, r["size"], r["mtime_ns"]) for r in rows]
+
+
+def _under_roots(
+    sql: str, roots: Sequence[str] | None, params: tuple[Any, ...] = ()
+) -> tuple[str, tuple[Any, ...]]:
+    """Restrict a query over ``files f`` to files found under ``roots`` (None: all)."""
+    if roots is None:
+        return sql, params
+    glue = " AND " if " WHERE " in sql else " WHERE "
+    marks = ", ".join("?" for _ in roots) or "NULL"
+    return f"{sql}{glue}f.root IN ({marks})", (*params, *roots)
+
+
+def _served_view(roots: Sequence[str | Path] | None) -> str:
+    """``served_instances``: the instances under this process's roots (all without roots).
+
+    Several servers or ``tileserver index`` runs may share one catalog; search fronts read
+    this view so each server answers only for its own slide directories.
+    """
+    where = ""
+    if roots:
+        quoted = ", ".join("'" + str(Path(r).resolve()).replace("'", "''") + "'" for r in roots)
+        where = f" WHERE f.root IN ({quoted})"
+    return (
+        "CREATE TEMP VIEW IF NOT EXISTS served_instances AS SELECT i.* FROM instances i "
+        f"JOIN files f USING (path){where}"
+    )

@@ -7,7 +7,6 @@ sync and thread-safe: the HTTP front iterates these in worker threads.
 
 from __future__ import annotations
 
-import mmap
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from tileserver import codec
 from tileserver.catalog import Catalog
 from tileserver.catalog.codec import load_header
 from tileserver.dicom.header import InstanceHeader
-from tileserver.dicom.pixeldata import read_pixel_data_element
+from tileserver.dicom.pixeldata import FileView, read_pixel_data_element
 from tileserver.dicom.series import FrameGrid
 from tileserver.dicomweb.accept import Offer
 from tileserver.errors import InvalidRequestError, NotFoundError
@@ -51,7 +50,7 @@ _COLUMNS = "path, study_uid, series_uid, header, icc_profile"
 
 def _refs(catalog: Catalog, where: str, params: tuple[str, ...]) -> list[InstanceRef]:
     rows = catalog.query(
-        f"SELECT {_COLUMNS} FROM instances WHERE {where} ORDER BY series_uid, path", params
+        f"SELECT {_COLUMNS} FROM served_instances WHERE {where} ORDER BY series_uid, path", params
     )
     seen: dict[str, InstanceRef] = {}
     for r in rows:
@@ -219,8 +218,8 @@ def _pixel_data_span(ref: InstanceRef) -> BulkValue:
         pydicom.dcmread(fp, stop_before_pixels=True)
         tag_offset = fp.tell()
         size = os.fstat(fp.fileno()).st_size
-        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            element = read_pixel_data_element(mm, tag_offset, syntax.implicit_vr)
+        view = FileView(fp.fileno(), size)
+        element = read_pixel_data_element(view, tag_offset, syntax.implicit_vr)
     length = element.length if element.length is not None else size - element.value_offset
     return BulkValue(None, ref.path, element.value_offset, length)
 

@@ -41,7 +41,7 @@ def instance_metadata(stored: bytes, ref: InstanceRef, base: str) -> bytes:
 
 
 def stored_json(catalog: Catalog, ref: InstanceRef) -> bytes:
-    rows = catalog.query("SELECT dataset_json FROM instances WHERE path = ?", (ref.path,))
+    rows = catalog.query("SELECT dataset_json FROM served_instances WHERE path = ?", (ref.path,))
     if not rows:
         raise NotFoundError(f"instance {ref.sop_instance_uid} vanished from the catalog")
     return bytes(rows[0][0])

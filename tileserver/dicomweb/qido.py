@@ -161,7 +161,7 @@ def _match(b: _Builder, tag: str, values: list[str]) -> bool:
         mods = _split(values)
         if mods:
             marks = ",".join("?" * len(mods))
-            sub = f"SELECT study_uid FROM instances WHERE modality IN ({marks})"
+            sub = f"SELECT study_uid FROM served_instances WHERE modality IN ({marks})"
             b.add(f"study_uid IN ({sub})", *mods)
         return True
     matcher = _MATCHERS.get(tag)
@@ -255,10 +255,10 @@ def search(catalog: Catalog, query: Query, base_url: str) -> SearchResult:
     key, columns = _GROUPS[query.level]
     where = " AND ".join(query.where) or "1"
     if query.level != "instance" and query.where:
-        where = f"{key} IN (SELECT {key} FROM instances WHERE {where})"
+        where = f"{key} IN (SELECT {key} FROM served_instances WHERE {where})"
     limit = min(query.limit if query.limit is not None else MAX_RESULTS, MAX_RESULTS)
     sql = (
-        f"SELECT {key} AS k, MIN(path) AS rep, header, {columns} FROM instances "
+        f"SELECT {key} AS k, MIN(path) AS rep, header, {columns} FROM served_instances "
         f"WHERE {where} GROUP BY {key} ORDER BY {key} LIMIT ? OFFSET ?"
     )
     rows = catalog.query(sql, (*query.params, limit + 1, query.offset))
@@ -289,7 +289,7 @@ def _fields(
 
 
 def _stored_json(catalog: Catalog, path: str) -> JsonDataset:
-    rows = catalog.query("SELECT dataset_json FROM instances WHERE path = ?", (path,))
+    rows = catalog.query("SELECT dataset_json FROM served_instances WHERE path = ?", (path,))
     stored: JsonDataset = orjson.loads(rows[0][0]) if rows else {}
     return stored
 

@@ -33,8 +33,9 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        catalog = Catalog(settings.catalog)
-        library = SlideLibrary(catalog, settings.slides, max_open=settings.max_open_slides)
+        roots = served_roots(settings)
+        catalog = Catalog(settings.catalog, roots)
+        library = SlideLibrary(catalog, roots, max_open=settings.max_open_slides)
         cache = build_cache(settings.redis_url, settings.cache_bytes)
         state.service = TileService(library, cache, settings)
         metrics.cache_stats = cache.stats
@@ -61,6 +62,16 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.tileserver = state
     return app
+
+
+def served_roots(settings: Settings) -> list[Path]:
+    """The slide directories, plus the STOW directory when it lies outside all of them."""
+    roots = [p.resolve() for p in settings.slides]
+    stow = settings.stow_directory
+    if stow is not None and not any(stow.resolve().is_relative_to(r) for r in roots):
+        stow.mkdir(parents=True, exist_ok=True)
+        roots.append(stow.resolve())
+    return roots
 
 
 def _optional_routes() -> list[BaseRoute]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -23,8 +23,13 @@ from tileserver.readers.base import ReaderLevel
 class DicomReader:
     """Reads tiles of one assembled DICOM series."""
 
-    def __init__(self, layout: SeriesLayout) -> None:
+    def __init__(
+        self, layout: SeriesLayout, on_changed: Callable[[str], None] | None = None
+    ) -> None:
         self.layout = layout
+        #: (size, mtime_ns) each file had when indexed; a read checks it still does.
+        self._identity = {i.path: (i.file_size, i.mtime_ns) for i in layout.instances}
+        self._on_changed = on_changed
         self._levels = [ReaderLevel(g.size, g.tile_size, len(g.frames)) for g in layout.levels]
         self._associated = {
             n: ReaderLevel(g.size, g.tile_size, len(g.frames)) for n, g in layout.associated.items()
@@ -114,8 +119,10 @@ class DicomReader:
 
     def _read_frame(self, grid: FrameGrid, frame: int) -> EncodedTile:
         file_index, offset, length, fragments = grid.frames[frame].tolist()
+        path = grid.files[file_index]
         try:
-            fd = self._fd(grid.files[file_index])
+            fd = self._fd(path)
+            self._check_unchanged(fd, path)
             if fragments > 1:
                 # The span starts 8 bytes early so the first item header is included.
                 span = os.pread(fd, length + 8, offset - 8)
@@ -130,6 +137,30 @@ class DicomReader:
             raise CorruptSlideError(f"{grid.files[file_index]} is shorter than its index")
         header = grid.headers[file_index]
         return EncodedTile(data, header.transfer_syntax, header.pixel_format)
+
+    def changed_files(self) -> list[str]:
+        """Files whose size or mtime differ from when they were indexed, or that are gone
+        (an ``fstat`` of open descriptors, a ``stat`` of the others: no reads)."""
+        with self._open_lock:
+            opened = dict(self._fds)
+        changed = []
+        for path, identity in self._identity.items():
+            try:
+                stat = os.fstat(opened[path]) if path in opened else os.stat(path)
+            except OSError:
+                changed.append(path)
+                continue
+            if (stat.st_size, stat.st_mtime_ns) != identity:
+                changed.append(path)
+        return changed
+
+    def _check_unchanged(self, fd: int, path: str) -> None:
+        """Offsets are only valid for the file as indexed: refuse to read a rewritten one."""
+        stat = os.fstat(fd)
+        if (stat.st_size, stat.st_mtime_ns) != self._identity.get(path, (-1, -1)):
+            if self._on_changed is not None:
+                self._on_changed(path)
+            raise CorruptSlideError(f"{path} changed since it was indexed; re-indexing")
 
     def _fd(self, path: str) -> int:
         fd = self._fds.get(path)
