@@ -126,3 +126,22 @@ def test_base_uri_redirects_and_json_ld_negotiation(
     assert redirect.status_code == 303 and redirect.headers["location"] == base + "/info.json"
     ld = httpx.get(base + "/info.json", headers={"Accept": "application/ld+json"})
     assert ld.headers["content-type"].startswith("application/ld+json")
+
+
+def test_forwarded_headers_from_an_untrusted_client_are_ignored(
+    fixture_dir: dict[str, FixtureSet], tmp_path: Path
+) -> None:
+    root = tmp_path / "slides"
+    shutil.copytree(fixture_dir["iiif"].directory, root / "iiif")
+    server = ServerProcess([root], tmp_path, extra_args=["--forwarded-allow-ips", "10.9.9.9"])
+    server.start()
+    try:
+        slide_id = fixture_dir["iiif"].series_uid
+        response = httpx.get(
+            f"{server.url}/iiif/3/{slide_id}/info.json",
+            headers={"X-Forwarded-Host": "evil.example"},
+        )
+        assert response.json()["id"] == f"{server.url}/iiif/3/{slide_id}"
+        assert "Accept" in response.headers["vary"].split(", ")
+    finally:
+        server.stop()

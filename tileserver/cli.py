@@ -65,6 +65,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rescan-interval", dest="rescan_interval", type=float)
     parser.add_argument("--max-output-pixels", dest="max_output_pixels", type=int)
     parser.add_argument("--cors-origins", dest="cors_origins")
+    parser.add_argument("--forwarded-allow-ips", dest="forwarded_allow_ips")
     parser.add_argument("--jpeg-quality", dest="jpeg_quality", type=int)
     parser.add_argument(
         "--convert-to-srgb", dest="convert_to_srgb", action="store_const", const=True

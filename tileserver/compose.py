@@ -14,7 +14,12 @@ import numpy as np
 import numpy.typing as npt
 
 from tileserver import codec
-from tileserver.errors import InvalidRequestError, LimitExceededError, TileAbsentError
+from tileserver.errors import (
+    InvalidRequestError,
+    LimitExceededError,
+    NotFoundError,
+    TileAbsentError,
+)
 from tileserver.geometry import Region, Size
 from tileserver.slide import Level, Slide
 
@@ -130,7 +135,8 @@ def best_level(slide: Slide, downsample: float) -> Level:
     """The smallest level whose downsample does not exceed ``downsample`` (finest enough)."""
     chosen = slide.levels[0]
     for level in slide.levels:
-        if max(level.downsample) <= downsample * (1 + 1e-6):
+        # 1% slack: floor-halved pyramids (1001 -> 500 px) still count as a 2x level.
+        if max(level.downsample) <= downsample * 1.01:
             chosen = level
     return chosen
 
@@ -175,8 +181,7 @@ def associated_pixels(slide: Slide, name: str) -> Pixels:
     """The whole associated image (label, overview, thumbnail), composed from its tiles."""
     image = slide.associated.get(name)
     if image is None:
-        slide.read_associated_bytes(name)  # raises NotFoundError with the reason
-        raise AssertionError("unreachable")
+        raise NotFoundError(f"slide has no {name} image")
     out = np.full((image.size.height, image.size.width, 3), BACKGROUND, dtype=np.uint8)
     tw, th = image.tile_size.width, image.tile_size.height
     for t_row in range(image.grid.height):

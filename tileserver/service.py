@@ -92,8 +92,8 @@ class TileService:
         if media_type == JPEG and stored_jpeg and valid.size == lvl.tile_size:
             assert encoded is not None
             return Rendered(encoded.data, JPEG)
-        key = make_key(
-            slide.version,
+        key = self._key(
+            slide,
             "tile",
             slide.id,
             level,
@@ -102,7 +102,6 @@ class TileService:
             plane.focal_plane,
             plane.optical_path,
             fmt,
-            self.settings.jpeg_quality,
         )
 
         def produce() -> Rendered:
@@ -135,8 +134,8 @@ class TileService:
                     return _npy(compose.region_pixels(slide, lvl, l_region, plane, self.tiles))
 
             return Rendered(await to_thread.run_sync(read), NPY)
-        key = make_key(
-            slide.version,
+        key = self._key(
+            slide,
             "region",
             slide.id,
             level,
@@ -147,7 +146,6 @@ class TileService:
             plane.focal_plane,
             plane.optical_path,
             fmt,
-            self.settings.jpeg_quality,
         )
 
         def produce() -> Rendered:
@@ -173,8 +171,8 @@ class TileService:
         (rotation, quality) and must be described by ``key_parts``."""
         timings = timings or Timings()
         self._check_area(out_size)
-        key = make_key(
-            slide.version,
+        key = self._key(
+            slide,
             "render",
             slide.id,
             l0_region.x,
@@ -186,7 +184,6 @@ class TileService:
             plane.focal_plane,
             plane.optical_path,
             fmt,
-            self.settings.jpeg_quality,
             *key_parts,
         )
 
@@ -211,9 +208,7 @@ class TileService:
     ) -> Rendered:
         if max_side <= 0:
             raise InvalidRequestError("max must be positive")
-        base = slide.levels[0].size if slide.levels else None
-        if base is None:
-            raise InvalidRequestError("slide has no pyramid levels")
+        base = slide.base_level().size
         size = compose.thumbnail_size(base, max_side)
         return await self.render(
             slide,
@@ -233,7 +228,7 @@ class TileService:
             encoded = await to_thread.run_sync(slide.read_associated_bytes, name)
             if encoded.media_type == _media_type(fmt) and image.size == image.tile_size:
                 return Rendered(encoded.data, encoded.media_type)
-        key = make_key(slide.version, "associated", slide.id, name, fmt)
+        key = self._key(slide, "associated", slide.id, name, fmt)
 
         def produce() -> Rendered:
             with timings.measure("decode"):
@@ -280,6 +275,11 @@ class TileService:
 
         media_type, data = unpack(await coalesce(key, build))
         return Rendered(data, media_type)
+
+    def _key(self, slide: Slide, *parts: KeyPart) -> str:
+        """Cache key of a derived image: slide version, request, and the output settings."""
+        settings = self.settings
+        return make_key(slide.version, *parts, settings.jpeg_quality, settings.convert_to_srgb)
 
     def _check_area(self, size: Size) -> None:
         if size.area > self.settings.max_output_pixels:

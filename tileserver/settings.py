@@ -30,6 +30,8 @@ class Settings:
     #: Largest image (width x height) one request may produce.
     max_output_pixels: int = 25_000_000
     cors_origins: str = "*"
+    #: Proxies whose X-Forwarded-* headers are believed (comma-separated IPs, or "*").
+    forwarded_allow_ips: str = "127.0.0.1"
     jpeg_quality: int = 90
     #: Convert colour to sRGB with the slide's ICC profile instead of embedding the profile.
     convert_to_srgb: bool = False

@@ -90,6 +90,12 @@ class Slide:
     def mpp(self) -> tuple[float, float] | None:
         return self.reader.mpp
 
+    def base_level(self) -> Level:
+        """Level 0; ``NotFoundError`` for a slide of associated images only."""
+        if not self.levels:
+            raise NotFoundError(f"slide {self.id} has no pyramid levels (associated images only)")
+        return self.levels[0]
+
     def level(self, index: int) -> Level:
         if not 0 <= index < len(self.levels):
             raise NotFoundError(f"level {index} does not exist (slide has {len(self.levels)})")

@@ -27,9 +27,10 @@ def parse_viewport(raw: str | None) -> Size | None:
     if len(parts) != 2:
         raise InvalidRequestError("viewport must be width,height (cropping is not supported)")
     try:
-        w, h = (int(p) if p.strip() else 0 for p in parts)
-    except ValueError:
-        raise InvalidRequestError(f"viewport values must be integers, not {raw!r}") from None
+        # PS3.18 says integers; some viewers compute them (280.00000000000006): round.
+        w, h = (round(float(p)) if p.strip() else 0 for p in parts)
+    except (ValueError, OverflowError):
+        raise InvalidRequestError(f"viewport values must be numbers, not {raw!r}") from None
     if w < 0 or h < 0 or (w == 0 and h == 0):
         raise InvalidRequestError("viewport must be positive")
     return Size(w or 1 << 30, h or 1 << 30)

@@ -19,7 +19,12 @@ from tileserver.catalog import Catalog, SlideLibrary
 from tileserver.http import admin, health, tiles
 from tileserver.http.errors import HANDLERS
 from tileserver.http.metrics import Metrics
-from tileserver.http.middleware import CorsMiddleware, GzipTextMiddleware, MetricsMiddleware
+from tileserver.http.middleware import (
+    CatchAllMiddleware,
+    CorsMiddleware,
+    GzipTextMiddleware,
+    MetricsMiddleware,
+)
 from tileserver.http.state import AppState
 from tileserver.service import TileService
 from tileserver.settings import Settings
@@ -55,6 +60,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(CorsMiddleware, origins=settings.cors_origins),
+            Middleware(CatchAllMiddleware),
             Middleware(GzipTextMiddleware),
         ],
         exception_handlers=HANDLERS,

@@ -23,9 +23,7 @@ DZI_FORMATS = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png", "webp": "webp"}
 
 
 def deep_zoom(slide: Slide) -> DeepZoom:
-    if not slide.levels:
-        raise InvalidRequestError("slide has no pyramid levels")
-    base = slide.levels[0]
+    base = slide.base_level()
     return DeepZoom(base.size.width, base.size.height, base.tile_size.width, 0)
 
 

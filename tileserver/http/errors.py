@@ -59,9 +59,5 @@ async def http_error(request: Request, exc: Exception) -> Response:
     )
 
 
-async def unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s", request.url.path)
-    return json_response({"error": "internal error"}, status_code=500)
-
-
-HANDLERS = {TileServerError: domain_error, HTTPException: http_error, Exception: unexpected_error}
+# Other exceptions: ``middleware.CatchAllMiddleware`` (inside CORS) answers a JSON 500.
+HANDLERS = {TileServerError: domain_error, HTTPException: http_error}

@@ -17,7 +17,6 @@ from tileserver.compose import Pixels
 from tileserver.errors import NotFoundError
 from tileserver.http.responses import etag_for, image_response, json_response
 from tileserver.http.state import service_of
-from tileserver.slide import Slide
 from tileserver.timing import Timings
 
 OUTPUT = {"jpg": "jpeg", "png": "png", "webp": "webp"}
@@ -36,17 +35,23 @@ def _version(request: Request) -> int:
 
 def base_id(request: Request, version: int, slide_id: str) -> str:
     """The service id as the client addressed it, behind proxies too (X-Forwarded-*)."""
-    headers = request.headers
+    headers = request.headers if _from_trusted_proxy(request) else {}
     scheme = headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
-    host = headers.get("x-forwarded-host", headers.get("host", request.url.netloc))
+    host = headers.get("x-forwarded-host", request.headers.get("host", request.url.netloc))
     prefix = headers.get("x-forwarded-prefix", "").rstrip("/")
     return f"{scheme}://{host.split(',')[0].strip()}{prefix}/iiif/{version}/{slide_id}"
+
+
+def _from_trusted_proxy(request: Request) -> bool:
+    allowed = service_of(request).settings.forwarded_allow_ips
+    trusted = {ip.strip() for ip in allowed.split(",")}
+    return "*" in trusted or (request.client is not None and request.client.host in trusted)
 
 
 async def redirect_to_info(request: Request) -> Response:
     version = _version(request)
     slide = await service_of(request).slide(request.path_params["slide_id"])
-    _slide_levels(slide)
+    slide.base_level()
     return RedirectResponse(base_id(request, version, slide.id) + "/info.json", status_code=303)
 
 
@@ -54,7 +59,7 @@ async def info(request: Request) -> Response:
     version = _version(request)
     service = service_of(request)
     slide = await service.slide(request.path_params["slide_id"])
-    _slide_levels(slide)
+    slide.base_level()
     tile, factors, sizes = iiif.pyramid_info(slide.levels)
     doc = iiif.info_json(
         version,
@@ -72,7 +77,11 @@ async def info(request: Request) -> Response:
             media_type += ';profile="http://iiif.io/api/image/3/context.json"'
     return json_response(
         doc,
-        headers={"Link": PROFILE_LINK[version], "Cache-Control": "public, max-age=3600"},
+        headers={
+            "Link": PROFILE_LINK[version],
+            "Cache-Control": "public, max-age=3600",
+            "Vary": "Accept",
+        },
         media_type=media_type,
     )
 
@@ -81,7 +90,7 @@ async def image(request: Request) -> Response:
     version = _version(request)
     service, timings = service_of(request), Timings()
     slide = await service.slide(request.path_params["slide_id"], timings)
-    _slide_levels(slide)
+    slide.base_level()
     p = request.path_params
     req = iiif.parse_request(
         version,
@@ -118,11 +127,6 @@ def _transform(pixels: Pixels, *, mirror: bool, rotation: float, quality: str) -
     if mirror:
         pixels = imageops.mirror(pixels)
     return imageops.recolour(imageops.rotate(pixels, rotation), quality)
-
-
-def _slide_levels(slide: Slide) -> None:
-    if not slide.levels:
-        raise NotFoundError("slide has no pyramid levels")
 
 
 routes = [

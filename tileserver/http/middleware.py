@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import time
 from typing import Any
 
@@ -10,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tileserver.http.metrics import Metrics
 
+log = logging.getLogger(__name__)
 PREFLIGHT_HEADERS = "Accept, Authorization, Content-Type, If-None-Match, Range"
 EXPOSED_HEADERS = "ETag, Server-Timing, Link, Content-Type, Content-Length, Location"
 _COMPRESSIBLE = (
@@ -41,16 +43,18 @@ class CorsMiddleware:
         allow = self._allow(scope)
         headers = dict(scope["headers"])
         if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
-            await self._preflight(allow, send)
+            await self._preflight(allow, headers.get(b"access-control-request-headers"), send)
             return
 
         async def send_with_cors(message: Message) -> None:
-            if message["type"] == "http.response.start" and allow is not None:
-                extra = [
-                    (b"access-control-allow-origin", allow),
-                    (b"access-control-expose-headers", EXPOSED_HEADERS.encode()),
-                ]
-                if allow != b"*":
+            if message["type"] == "http.response.start":
+                extra = []
+                if allow is not None:
+                    extra += [
+                        (b"access-control-allow-origin", allow),
+                        (b"access-control-expose-headers", EXPOSED_HEADERS.encode()),
+                    ]
+                if "*" not in self.origins:  # the answer depends on Origin: tell caches
                     extra.append((b"vary", b"Origin"))
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
@@ -58,10 +62,12 @@ class CorsMiddleware:
         await self.app(scope, receive, send_with_cors)
 
     @staticmethod
-    async def _preflight(allow: bytes | None, send: Send) -> None:
+    async def _preflight(allow: bytes | None, requested: bytes | None, send: Send) -> None:
+        # Accept and Authorization always; any other header the browser asks for too.
+        allowed = PREFLIGHT_HEADERS.encode() + (b", " + requested if requested else b"")
         headers = [
             (b"access-control-allow-methods", b"GET, HEAD, POST, DELETE, OPTIONS"),
-            (b"access-control-allow-headers", PREFLIGHT_HEADERS.encode()),
+            (b"access-control-allow-headers", allowed),
             (b"access-control-max-age", b"86400"),
             (b"content-length", b"0"),
         ]
@@ -69,6 +75,39 @@ class CorsMiddleware:
             headers.append((b"access-control-allow-origin", allow))
         await send({"type": "http.response.start", "status": 204, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
+
+
+class CatchAllMiddleware:
+    """Unexpected exceptions become a JSON 500 here, inside the CORS layer, so even those
+    responses carry CORS headers (Starlette's own handler sits outside all middleware)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception:
+            log.exception("unhandled error on %s", scope.get("path"))
+            if started:
+                raise
+            body = b'{"error":"internal error"}'
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ]
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
 
 
 class GzipTextMiddleware:

@@ -37,8 +37,14 @@ def plane_param(request: Request) -> Plane:
     return Plane(int_param(request, "z", 0, minimum=0), int_param(request, "path", 0, minimum=0))
 
 
-def format_param(request: Request, default: str | None, allowed: tuple[str, ...]) -> str | None:
-    fmt = request.query_params.get("format", default)
+def optional_format_param(request: Request, allowed: tuple[str, ...]) -> str | None:
+    """``?format=``, or None when absent (stored bytes as they are)."""
+    fmt = request.query_params.get("format")
     if fmt is not None and fmt not in allowed:
         raise InvalidRequestError(f"format must be one of {', '.join(allowed)}, not {fmt!r}")
     return fmt
+
+
+def format_param(request: Request, default: str, allowed: tuple[str, ...]) -> str:
+    """``?format=`` with a default."""
+    return optional_format_param(request, allowed) or default

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 
 import uvicorn
 
@@ -23,7 +24,7 @@ def run(settings: Settings) -> int:
         http="auto",
         log_level=settings.log_level,
         proxy_headers=True,
-        forwarded_allow_ips="*",
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     return 0
 
@@ -36,18 +37,18 @@ def app_from_env() -> object:
 
 def _export(settings: Settings) -> None:
     """Worker processes rebuild the settings from TILESERVER_* variables."""
-    os.environ["TILESERVER_SLIDES"] = os.pathsep.join(str(p.resolve()) for p in settings.slides)
-    os.environ["TILESERVER_CATALOG"] = str(settings.catalog)
-    for name in (
-        "redis_url",
-        "cache_bytes",
-        "rescan_interval",
-        "max_output_pixels",
-        "cors_origins",
-        "jpeg_quality",
-        "max_open_slides",
-        "convert_to_srgb",
-    ):
-        value = getattr(settings, name)
-        if value is not None:
-            os.environ[f"TILESERVER_{name.upper()}"] = str(value)
+    for name, value in settings_environment(settings).items():
+        os.environ[name] = value
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """Every set field as the TILESERVER_* variable ``Settings.from_env`` reads back."""
+    env = {}
+    for field in fields(Settings):
+        value = getattr(settings, field.name)
+        if value is None:
+            continue
+        if field.name == "slides":
+            value = os.pathsep.join(str(p.resolve()) for p in value)
+        env[f"TILESERVER_{field.name.upper()}"] = str(value)
+    return env

@@ -11,10 +11,15 @@ from starlette.routing import Route
 
 from tileserver.errors import TileAbsentError
 from tileserver.geometry import Region
-from tileserver.http.params import format_param, int_param, plane_param
+from tileserver.http.params import (
+    format_param,
+    int_param,
+    optional_format_param,
+    plane_param,
+)
 from tileserver.http.responses import etag_for, image_response, json_response, not_modified
 from tileserver.http.state import service_of
-from tileserver.slide import Slide
+from tileserver.slide import Level, Slide
 from tileserver.timing import Timings
 
 IMAGE_FORMATS = ("jpeg", "jpg", "png", "webp")
@@ -53,7 +58,7 @@ def slide_detail(slide: Slide) -> dict[str, Any]:
     }
 
 
-def _level(lv: Any) -> dict[str, Any]:
+def _level(lv: Level) -> dict[str, Any]:
     return {
         "index": lv.index,
         "width": lv.size.width,
@@ -83,7 +88,7 @@ async def get_tile(request: Request) -> Response:
     service, timings = service_of(request), Timings()
     slide = await service.slide(request.path_params["slide_id"], timings)
     level, col, row = (request.path_params[k] for k in ("level", "col", "row"))
-    fmt = format_param(request, None, IMAGE_FORMATS)
+    fmt = optional_format_param(request, IMAGE_FORMATS)
     plane = plane_param(request)
     etag = etag_for(slide.version, "tile", level, col, row, plane, fmt)
     if not_modified(request, etag):
@@ -109,7 +114,6 @@ async def get_region(request: Request) -> Response:
         int_param(request, "height", minimum=1),
     )
     fmt = format_param(request, "jpeg", (*IMAGE_FORMATS, "npy"))
-    assert fmt is not None
     plane = plane_param(request)
     slide.level(level)
     etag = etag_for(slide.version, "region", level, region, plane, fmt)
@@ -122,7 +126,6 @@ async def get_thumbnail(request: Request) -> Response:
     slide = await service.slide(request.path_params["slide_id"], timings)
     max_side = int_param(request, "max", 512, minimum=1, maximum=4096)
     fmt = format_param(request, "jpeg", IMAGE_FORMATS)
-    assert fmt is not None
     etag = etag_for(slide.version, "thumbnail", max_side, fmt)
     rendered = await service.thumbnail(slide, max_side, fmt, timings)
     return image_response(request, rendered.data, rendered.media_type, etag, timings)
@@ -133,7 +136,6 @@ async def get_associated(request: Request) -> Response:
     slide = await service.slide(request.path_params["slide_id"], timings)
     name = request.path_params["name"]
     fmt = format_param(request, "jpeg", IMAGE_FORMATS)
-    assert fmt is not None
     etag = etag_for(slide.version, "associated", name, fmt)
     rendered = await service.associated(slide, name, fmt, timings)
     return image_response(request, rendered.data, rendered.media_type, etag, timings)
