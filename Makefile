@@ -24,7 +24,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: venv lint test run bench bench-index clean distclean
 
-venv: $(STAMP)
+NPM_STAMP := tests/browser/node_modules/.package-lock.json
+
+venv: $(STAMP) $(NPM_STAMP)
+
+# The browser tests' JavaScript (dicom-microscopy-viewer, dicomweb-client), pinned by the lock.
+$(NPM_STAMP): tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund
+	touch $@
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -80,4 +87,4 @@ clean:
 
 # Also drops the environment, the demo slides and the cached benchmark files (several GB).
 distclean: clean
-	rm -rf $(VENV) .data bench/data
+	rm -rf $(VENV) .data bench/data tests/browser/node_modules
