@@ -38,15 +38,20 @@ class TileService:
         self.cache = cache
         self.settings = settings
         self.tiles = compose.DecodedTiles()
+        #: Listing entries by slide id: (content version, entry), so a listing opens only
+        #: slides that are new or changed.
+        self.summaries: dict[str, tuple[str, dict[str, object]]] = {}
 
     # -- slides and stored bytes -----------------------------------------------------------
 
-    async def slide(self, slide_id: str, timings: Timings | None = None) -> Slide:
+    async def slide(
+        self, slide_id: str, timings: Timings | None = None, keep: bool = True
+    ) -> Slide:
         timings = timings or Timings()
         with timings.measure("index"):
             slide = self.library.get_open(slide_id)
             if slide is None:  # loading reads the catalog: off the event loop
-                slide = await to_thread.run_sync(self.library.get, slide_id)
+                slide = await to_thread.run_sync(self.library.get, slide_id, keep)
             return slide
 
     async def stored_tile(

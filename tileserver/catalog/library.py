@@ -85,8 +85,15 @@ class SlideLibrary:
                 del self._open[slide_id]
         return None
 
-    def get(self, slide_id: str) -> Slide:
-        """The open slide ``slide_id``; ``NotFoundError`` for an unknown id."""
+    def version_of(self, slide_id: str) -> str:
+        """The content version the catalog has for ``slide_id`` (no slide is opened)."""
+        return content_version(self._files.get(slide_id, []))
+
+    def get(self, slide_id: str, keep: bool = True) -> Slide:
+        """The open slide ``slide_id``; ``NotFoundError`` for an unknown id.
+
+        ``keep=False`` loads without adding to the open set (one-off reads such as a
+        listing must not evict the slides viewers are using)."""
         if self._changed:
             self.sync()
         slide = self.get_open(slide_id)
@@ -105,7 +112,10 @@ class SlideLibrary:
             with self._lock:
                 # A scan may have changed the files while this load read the catalog:
                 # keep the slide only if it is the current version.
-                if slide.version == content_version(self._files.get(slide_id, [])):
+                current = slide.version == content_version(self._files.get(slide_id, []))
+                if current and not keep:
+                    return slide
+                if current:
                     self._open[slide_id] = slide
                     while len(self._open) > self.max_open:
                         self._open.popitem(last=False)

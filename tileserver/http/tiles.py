@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from anyio import to_thread
@@ -9,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tileserver.errors import TileAbsentError
+from tileserver.errors import TileAbsentError, TileServerError
 from tileserver.geometry import Region
 from tileserver.http.params import (
     format_param,
@@ -22,6 +23,7 @@ from tileserver.http.state import service_of
 from tileserver.slide import Level, Slide
 from tileserver.timing import Timings
 
+log = logging.getLogger(__name__)
 IMAGE_FORMATS = ("jpeg", "jpg", "png", "webp")
 
 
@@ -74,9 +76,20 @@ def _level(lv: Level) -> dict[str, Any]:
 async def list_slides(request: Request) -> Response:
     service = service_of(request)
     ids = await to_thread.run_sync(service.library.ids)
-    slides = [await service.slide(sid) for sid in ids]
-    slides.sort(key=lambda s: (s.path, s.id))
-    return json_response({"slides": [slide_entry(s) for s in slides]})
+    entries = []
+    for slide_id in ids:
+        version = service.library.version_of(slide_id)
+        cached = service.summaries.get(slide_id)
+        if cached is None or cached[0] != version:
+            try:
+                slide = await service.slide(slide_id, keep=False)
+            except TileServerError as exc:  # one broken slide must not hide the others
+                log.warning("slide %s left out of the listing: %s", slide_id, exc)
+                continue
+            cached = service.summaries[slide_id] = (slide.version, slide_entry(slide))
+        entries.append(cached[1])
+    entries.sort(key=lambda e: (str(e["path"]), str(e["id"])))
+    return json_response({"slides": entries})
 
 
 async def get_slide(request: Request) -> Response:
