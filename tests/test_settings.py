@@ -54,7 +54,14 @@ def test_default_catalog_is_outside_the_slide_directories(
 def test_worker_processes_rebuild_every_setting_from_the_environment(tmp_path: Path) -> None:
     from tileserver.http.server import settings_environment
 
-    settings = Settings(slides=(tmp_path,), catalog=tmp_path / "c.sqlite", port=9003,
-                        redis_url="redis://127.0.0.1:1/0", stow_dir=tmp_path / "stow",
-                        convert_to_srgb=True, log_level="warning", rescan_interval=2.0)
+    settings = Settings(
+        slides=(tmp_path,),
+        catalog=tmp_path / "c.sqlite",
+        port=9003,
+        redis_url="redis://127.0.0.1:1/0",
+        stow_dir=tmp_path / "stow",
+        convert_to_srgb=True,
+        log_level="warning",
+        rescan_interval=2.0,
+    )
     assert Settings.from_env(settings_environment(settings)) == settings
