@@ -274,3 +274,19 @@ def test_file_truncated_or_deleted_under_a_running_server(
                 assert tile.content == fs.level(1).instances[0].read_frame(0)
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_derived_images_embed_the_slide_icc_profile(
+    client: httpx.Client, fixture_dir: dict[str, FixtureSet], fmt: str
+) -> None:
+    fs = fixture_dir["jpeg_bot"]
+    response = client.get(
+        f"/slides/{fs.series_uid}/region",
+        params={"x": 0, "y": 0, "width": 100, "height": 80, "format": fmt},
+    )
+    import pydicom
+
+    profile = Image.open(io.BytesIO(response.content)).info.get("icc_profile")
+    header = pydicom.dcmread(fs.level(0).paths[0], stop_before_pixels=True)
+    assert profile == bytes(header.OpticalPathSequence[0].ICCProfile)
