@@ -22,6 +22,8 @@ from wsidicom import WsiDicom, WsiDicomWebClient
 
 from fixtures import FixtureSet
 from tileserver import codec
+from tileserver.dicomweb.instances import InstanceRef, bulk_value
+from tileserver.errors import NotFoundError
 from tileserver.formats import EncodedTile, PixelFormat
 
 # wsidicom parses metadata with Dataset.from_json and no bulk data handler: pydicom warns
@@ -148,6 +150,27 @@ def test_search_rejects_unsatisfiable_accept_and_bad_dates(http: httpx.Client) -
     assert warned.status_code == 200 and "StudyDescription" in warned.headers["warning"]
 
 
+def test_search_numbers_dates_and_unknown_keys(http: httpx.Client) -> None:
+    for params in ({"limit": "\u00b2"}, {"offset": "99999999999999999999"}):
+        assert http.get("/studies", params=params).status_code == 400, params
+    assert http.get("/studies", params={"StudyDate": "2024011520240116"}).status_code == 400
+    busted = http.get("/studies", params={"_": "1700000000000"})  # jQuery-style cache-buster
+    assert busted.status_code == 200 and busted.json() and "_" in busted.headers["warning"]
+
+
+def test_instance_search_carries_study_and_series_attributes(
+    http: httpx.Client, fixture_dir: dict
+) -> None:
+    fs = fixture_dir["jpeg_bot"]
+    found = http.get("/instances", params={"SeriesInstanceUID": fs.series_uid}).json()
+    assert len(found) == len(fs.paths)
+    for tag in ("00100020", "00100010", "00080020", "0020000D", "00200011", "00201209"):
+        assert all(tag in item for item in found), tag
+    assert {uid(item, "00080056") for item in found} == {"ONLINE"}
+    (study,) = http.get("/studies", params={"StudyInstanceUID": fs.study_uid}).json()
+    assert uid(study, "00080056") == "ONLINE"
+
+
 # -- WADO-RS metadata and bulk data ---------------------------------------------------------
 
 
@@ -196,6 +219,44 @@ def test_bulk_icc_profile_of_a_real_slide(dw: DICOMwebClient) -> None:
     assert bytes(multipart) == whole.content == expected and tail.content == expected[-10:]
 
 
+def pixel_data_url(fs: FixtureSet) -> str:
+    inst = level0_instance(fs)
+    base = f"/studies/{fs.study_uid}/series/{fs.series_uid}/instances/{inst.sop_instance_uid}"
+    return base + "/bulk/7FE00010"
+
+
+def test_bulk_data_ranges_follow_rfc_9110(http: httpx.Client, fixture_dir: dict) -> None:
+    url = pixel_data_url(fixture_dir["jpeg_bot"])
+    whole = http.get(url)
+    size = len(whole.content)
+    for spec in ("bytes=-0", "bytes=99999999-", f"bytes={size}-", "bytes=" + "9" * 40 + "-"):
+        response = http.get(url, headers={"Range": spec})
+        assert response.status_code == 416, spec
+        assert response.headers["content-range"] == f"bytes */{size}"
+    for spec in ("bytes=5-3", "bytes=0-1,4-5", "items=0-3", "bytes=x-1"):
+        ignored = http.get(url, headers={"Range": spec})
+        assert ignored.status_code == 200 and ignored.content == whole.content, spec
+    tail = http.get(url, headers={"Range": f"bytes=-{size + 10}"})
+    assert tail.status_code == 206 and tail.content == whole.content
+    assert tail.headers["content-range"] == f"bytes 0-{size - 1}/{size}"
+
+
+def test_multipart_bulk_data_ignores_range(http: httpx.Client, fixture_dir: dict) -> None:
+    url = pixel_data_url(fixture_dir["jpeg_bot"])
+    size = len(http.get(url).content)
+    multipart = {"Accept": 'multipart/related; type="application/octet-stream"'}
+    response = http.get(url, headers={**multipart, "Range": "bytes=0-9"})
+    assert response.status_code == 200 and "content-range" not in response.headers
+    assert response.headers["content-type"].startswith("multipart/related")
+    assert len(response.content) > size
+
+
+def test_bulk_data_accept_q_zero_is_406(http: httpx.Client, fixture_dir: dict) -> None:
+    url = pixel_data_url(fixture_dir["jpeg_bot"])
+    for header in ("*/*;q=0", "image/gif", "application/octet-stream;q=0"):
+        assert http.get(url, headers={"Accept": header}).status_code == 406, header
+
+
 def test_series_and_study_metadata_list_every_instance(
     dw: DICOMwebClient, fixture_dir: dict
 ) -> None:
@@ -218,6 +279,13 @@ def test_unknown_uids_are_404(http: httpx.Client, fixture_dir: dict) -> None:
         f"/studies/{fs.study_uid}/series/{fs.series_uid}/instances/{sop}/bulk/00991000",
     ):
         assert http.get(path).status_code == 404, path
+
+
+@pytest.mark.parametrize("tag", ["-1", "FFFFFFFFFF", "0x100010", "0028_0010"])
+def test_bulk_tags_are_eight_hex_digits(fixture_dir: dict, tag: str) -> None:
+    path = level0_instance(fixture_dir["jpeg_bot"]).path
+    with pytest.raises(NotFoundError):  # pydicom is never asked (it would warn)
+        bulk_value(InstanceRef(str(path), "", "", None), tag)  # type: ignore[arg-type]
 
 
 # -- WADO-RS frames ------------------------------------------------------------------------
@@ -282,6 +350,15 @@ def test_q_values_pick_the_preferred_type(http: httpx.Client, fixture_dir: dict)
     assert f"transfer-syntax={JPEG_BASELINE}" in response.headers["content-type"]
 
 
+def test_q_zero_excludes_a_frame_media_type(http: httpx.Client, fixture_dir: dict) -> None:
+    fs = fixture_dir["jpeg_bot"]
+    url = frames_url(fs, level0_instance(fs).sop_instance_uid, "1")
+    response = http.get(url, headers={"Accept": "image/jpeg;q=0, */*"})
+    assert response.status_code == 200
+    assert 'type="application/octet-stream"' in response.headers["content-type"]
+    assert http.get(url, headers={"Accept": "*/*;q=0"}).status_code == 406
+
+
 def test_frame_errors(http: httpx.Client, fixture_dir: dict) -> None:
     fs = fixture_dir["jpeg_bot"]
     inst = level0_instance(fs)
@@ -290,6 +367,8 @@ def test_frame_errors(http: httpx.Client, fixture_dir: dict) -> None:
     assert http.get(frames_url(fs, sop, "1"), headers=gif).status_code == 406
     assert http.get(frames_url(fs, sop, "0")).status_code == 400
     assert http.get(frames_url(fs, sop, "1,x")).status_code == 400
+    assert http.get(frames_url(fs, sop, "%C2%B2")).status_code == 400  # "²".isdigit()
+    assert http.get(frames_url(fs, sop, "9" * 5000)).status_code == 400  # int() digit limit
     assert http.get(frames_url(fs, sop, str(inst.number_of_frames + 1))).status_code == 404
 
 

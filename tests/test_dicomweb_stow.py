@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import socket
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
+import anyio
 import httpx
 import pydicom
 import pytest
 from dicomweb_client import DICOMwebClient
+from pydicom.uid import generate_uid
 from serverproc import ServerProcess
 
 import fixtures
 from fixtures import FixtureSet
+from tileserver.catalog import Catalog
+from tileserver.dicom.header import VL_WSI
+from tileserver.dicomweb import stow
+from tileserver.http import dicomweb_stow
 
 pytestmark = pytest.mark.filterwarnings("ignore:No bulk data URI handler:UserWarning")
 
@@ -191,3 +200,157 @@ def test_client_disconnect_mid_upload_leaves_no_partial_file(
         time.sleep(0.05)
     assert not any((slides / "stow" / ".incoming").glob("*"))
     assert dw.search_for_instances() == before
+
+
+def fresh_instance(path: Path, sop: str | None = None) -> tuple[bytes, str]:
+    """``path``'s instance in a new study and series (and as ``sop``), and its study UID."""
+    ds = pydicom.dcmread(path)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    with warnings.catch_warnings():  # an over-long UID on purpose
+        warnings.simplefilter("ignore")
+        ds.SOPInstanceUID = sop or generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue(), str(ds.StudyInstanceUID)
+
+
+def incoming(slides: Path) -> list[Path]:
+    return list((slides / "stow" / ".incoming").glob("*"))
+
+
+def test_an_over_long_uid_fails_alone(
+    server: str, dw: DICOMwebClient, upload: dict, slides: Path
+) -> None:
+    path = upload["sparse"].paths[0]
+    long_uid, _ = fresh_instance(path, sop="1." + "2" * 300)
+    good, study = fresh_instance(path)
+    response = post(server, body([("application/dicom", long_uid), ("application/dicom", good)]))
+    assert response.status_code == 202 and failures(response) == [0xC000]
+    assert len(dw.search_for_instances(study)) == 1
+    assert incoming(slides) == []
+
+
+def test_a_complete_part_before_a_malformed_one_is_stored(
+    server: str, dw: DICOMwebClient, upload: dict
+) -> None:
+    good, study = fresh_instance(upload["sparse"].paths[0])
+    malformed = f"--{BOUNDARY}\r\nnot a header line\r\n\r\nxxxx\r\n--{BOUNDARY}--\r\n".encode()
+    response = post(server, body([("application/dicom", good)], close=False) + malformed)
+    assert response.status_code == 202 and failures(response) == [0xC000]
+    assert len(dw.search_for_instances(study)) == 1
+
+
+# The first part is complete (its delimiter arrived); what follows it is cut off.
+@pytest.mark.parametrize("tail", ["--stowboundary", "--stowboundary\r\nContent-Type: appl"])
+def test_a_truncated_upload_is_never_all_stored(
+    server: str, dw: DICOMwebClient, upload: dict, tail: str
+) -> None:
+    good, study = fresh_instance(upload["sparse"].paths[0])
+    data = f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + good + b"\r\n"
+    response = post(server, data + tail.encode())
+    assert response.status_code == 202 and failures(response) == [0xC000]
+    reason = response.json()["00081198"]["Value"][0]["00091001"]["Value"][0]
+    assert "truncated" in reason
+    assert len(dw.search_for_instances(study)) == 1
+
+
+def test_uid_validation() -> None:
+    assert stow.valid_uid("1.2.3") and stow.valid_uid("1." + "2" * 62)
+    for bad in ("1." + "2" * 63, "1.2.3\n", "1..2", "1.2.", "1.2.a", "\u00b2"):
+        assert not stow.valid_uid(bad), bad
+
+
+def test_an_unwritable_destination_is_a_processing_failure(upload: dict, tmp_path: Path) -> None:
+    path = upload["sparse"].paths[0]
+    study = str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+    stow_dir = tmp_path / "stow"
+    stow_dir.mkdir()
+    (stow_dir / study).write_bytes(b"a file where the study directory belongs")
+    tmp = stow.incoming_path(stow_dir)
+    tmp.write_bytes(path.read_bytes())
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    outcome = stow.store_part(tmp, stow_dir, str(tmp_path), catalog, None)
+    assert outcome.failure == stow.PROCESSING_FAILURE and not tmp.exists()
+
+
+# -- the receiver, without a server: any failure of a part stays with that part ------------
+
+
+class FakeRequest:
+    def __init__(self, chunks: list[bytes], then: BaseException | None = None) -> None:
+        self.chunks, self.then = chunks, then
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+        if self.then is not None:
+            raise self.then
+
+
+def receive(stow_dir: Path, request: FakeRequest) -> list[stow.Outcome]:
+    service = SimpleNamespace(library=SimpleNamespace(catalog=None))
+    receiver = dicomweb_stow._Receiver(service, stow_dir, str(stow_dir), None)  # type: ignore[arg-type]
+    anyio.run(receiver.run, request, BOUNDARY)
+    return receiver.outcomes
+
+
+def stored_ok(tmp: Path, *args: object) -> stow.Outcome:
+    tmp.unlink()
+    return stow.Outcome(VL_WSI, "1.2.3", "1.2", "1.2.3")
+
+
+def test_a_crash_while_storing_fails_that_part_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = iter([RuntimeError("boom"), None])
+
+    def store_part(tmp: Path, *args: object) -> stow.Outcome:
+        error = next(calls)
+        if error is not None:
+            raise error  # before consuming ``tmp``
+        return stored_ok(tmp)
+
+    monkeypatch.setattr(stow, "store_part", store_part)
+    data = body([("application/dicom", b"one"), ("application/dicom", b"two")])
+    outcomes = receive(tmp_path, FakeRequest([data]))
+    assert [o.failure for o in outcomes] == [stow.PROCESSING_FAILURE, None]
+    assert "boom" in (outcomes[0].reason or "")
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+def test_a_write_error_fails_that_part_and_removes_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class FullDisk(io.BytesIO):
+        def write(self, data: object) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    opened: list[Path] = []
+
+    def fake_open(path: Path, mode: str) -> io.BytesIO:
+        opened.append(path)
+        if len(opened) == 1:
+            path.write_bytes(b"")  # the temporary file exists, as with a real open
+            return FullDisk()
+        return open(path, mode)
+
+    monkeypatch.setattr(dicomweb_stow, "open", fake_open, raising=False)
+    monkeypatch.setattr(dicomweb_stow._Receiver, "FLUSH_BYTES", 1)
+    monkeypatch.setattr(stow, "store_part", stored_ok)
+    data = body([("application/dicom", b"one" * 100), ("application/dicom", b"two")])
+    outcomes = receive(tmp_path, FakeRequest([data[:50], data[50:]]))
+    assert [o.failure for o in outcomes] == [stow.PROCESSING_FAILURE, None]
+    assert "No space left" in (outcomes[0].reason or "")
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+class Cancelled(BaseException):
+    """Stands in for cancellation (not an ``Exception``)."""
+
+
+def test_cancellation_mid_part_removes_the_temporary_file(tmp_path: Path) -> None:
+    data = body([("application/dicom", b"x" * 5000)], close=False)[:3000]
+    with pytest.raises(Cancelled):
+        receive(tmp_path, FakeRequest([data], then=Cancelled()))
+    assert list((tmp_path / ".incoming").iterdir()) == []

@@ -11,6 +11,7 @@ import pytest
 from tileserver.catalog import Catalog
 from tileserver.dicomweb import accept, qido
 from tileserver.dicomweb.accept import Offer
+from tileserver.dicomweb.instances import parse_frame_list
 from tileserver.dicomweb.multipart import (
     PART_END,
     MultipartError,
@@ -62,13 +63,31 @@ def test_multipart_truncated_body_leaves_a_part_open() -> None:
 
 
 def test_multipart_rejects_garbage_after_boundary() -> None:
-    with pytest.raises(MultipartError):
-        MultipartParser("b").feed(b"--b junk\r\n")
+    parser = MultipartParser("b")
+    assert parser.feed(b"--b junk\r\n") == []
+    assert isinstance(parser.error, MultipartError) and not parser.complete
 
 
 def test_multipart_rejects_a_header_line_without_colon() -> None:
-    with pytest.raises(MultipartError):
-        MultipartParser("b").feed(b"--b\r\nnot a header\r\n\r\nbody")
+    parser = MultipartParser("b")
+    parser.feed(b"--b\r\nnot a header\r\n\r\nbody")
+    assert isinstance(parser.error, MultipartError)
+    assert parser.feed(b"\r\n--b--\r\n") == []  # nothing after the error
+
+
+def test_multipart_delivers_a_complete_part_before_a_malformed_one() -> None:
+    body = part_header("b", "application/dicom") + b"first" + PART_END + b"--b\r\nbad\r\n\r\n"
+    parser = MultipartParser("b")
+    events = parser.feed(body)
+    assert [e.kind for e in events] == ["start", "data", "end"]
+    assert events[1].data == b"first" and isinstance(parser.error, MultipartError)
+
+
+def test_multipart_without_closing_delimiter_is_incomplete() -> None:
+    parser = MultipartParser("b")
+    events = parser.feed(part_header("b", "application/dicom") + b"x" + PART_END + b"--b")
+    assert [e.kind for e in events] == ["start", "data", "end"]
+    assert not parser.complete and not parser.in_part and parser.error is None
 
 
 def test_multipart_needs_a_boundary() -> None:
@@ -81,8 +100,59 @@ def test_multipart_needs_a_boundary() -> None:
 
 def test_accept_orders_by_q_then_position() -> None:
     entries = accept.parse_accept('image/png;q=0.5, multipart/related; type="image/jpeg", x/y;q=0')
-    assert [e.media_type for e in entries] == ["multipart/related", "image/png"]
+    assert [e.media_type for e in entries] == ["multipart/related", "image/png", "x/y"]
     assert entries[0].params["type"] == "image/jpeg" and entries[1].q == 0.5
+    assert entries[2].q == 0  # kept as an exclusion, last
+
+
+def test_q_zero_excludes_what_it_names() -> None:
+    jpeg = accept.frame_offers(JPEG_BASELINE, decodable=True, eight_bit=True)
+    choice = accept.negotiate(accept.parse_accept("image/jpeg;q=0, */*"), jpeg, 1)
+    assert choice.offer.media_type != "image/jpeg"
+    more_specific = accept.parse_accept('*/*;q=0, multipart/related; type="image/jpeg"')
+    assert accept.negotiate(more_specific, jpeg, 1).offer.media_type == "image/jpeg"
+    for header in ("*/*;q=0", "*/*;q=0, image/gif"):
+        with pytest.raises(NotAcceptableError):
+            accept.negotiate(accept.parse_accept(header), jpeg, 1)
+    with pytest.raises(NotAcceptableError):
+        accept.negotiate_bulk(accept.parse_accept("*/*;q=0"))
+    with pytest.raises(NotAcceptableError):
+        accept.negotiate_dicom(accept.parse_accept("application/dicom;q=0, */*"), {EXPLICIT})
+    assert accept.negotiate_rendered(accept.parse_accept("image/jpeg;q=0, */*")) == "png"
+
+
+def test_bulk_negotiation() -> None:
+    assert not accept.negotiate_bulk(accept.parse_accept(None))
+    assert not accept.negotiate_bulk(accept.parse_accept("application/octet-stream"))
+    multipart = 'multipart/related; type="application/octet-stream"'
+    assert accept.negotiate_bulk(accept.parse_accept(multipart))
+    with pytest.raises(NotAcceptableError):
+        accept.negotiate_bulk(accept.parse_accept("image/gif"))
+
+
+@pytest.mark.parametrize(
+    ("stored", "media_type", "expected"),
+    [
+        # image/jpeg means JPEG Baseline: JPEG Extended is transcoded, never sent as stored.
+        ("1.2.840.10008.1.2.4.51", "image/jpeg", (JPEG_BASELINE, "jpeg")),
+        # image/jp2 means JPEG 2000 lossless: lossy JPEG 2000 cannot be sent under it.
+        ("1.2.840.10008.1.2.4.91", "image/jp2", None),
+        (J2K_LOSSLESS, "image/jp2", (J2K_LOSSLESS, None)),
+        # application/octet-stream means Explicit VR Little Endian: decoded, not stored bytes.
+        (JPEG_BASELINE, "application/octet-stream", (EXPLICIT, "native")),
+    ],
+)
+def test_media_types_default_to_their_ps318_transfer_syntax(
+    stored: str, media_type: str, expected: tuple[str, str | None] | None
+) -> None:
+    offers = accept.frame_offers(stored, decodable=True, eight_bit=True)
+    entries = accept.parse_accept(f'multipart/related; type="{media_type}"')
+    if expected is None:
+        with pytest.raises(NotAcceptableError):
+            accept.negotiate(entries, offers, 1)
+    else:
+        offer = accept.negotiate(entries, offers, 1).offer
+        assert (offer.transfer_syntax, offer.transcode) == expected
 
 
 def test_quoted_commas_do_not_split() -> None:
@@ -298,3 +368,65 @@ def test_searches_over_10000_studies_take_milliseconds(
 def test_indexes_exist(catalog: Catalog, tmp_path: Path) -> None:
     names = {r[0] for r in catalog.query("SELECT name FROM sqlite_master WHERE type='index'")}
     assert set(qido.INDEXES) <= names
+
+
+def test_study_date_without_dash_is_rejected(catalog: Catalog) -> None:
+    fullwidth = "".join(chr(0xFF10 + int(c)) for c in "20230101")  # str.isdigit, not ASCII
+    for value in ("2023010120230131", "20230101-2023013", fullwidth):
+        with pytest.raises(InvalidRequestError):
+            run(catalog, "study", StudyDate=value)
+
+
+def test_unknown_non_dicom_keys_are_ignored_with_a_warning(catalog: Catalog) -> None:
+    query = qido.parse_query("study", [("_", "1700000000"), ("Patient\u2713", "x")])
+    assert query.ignored == ("_", "Patient?") and query.where == ()
+
+
+@pytest.mark.parametrize("raw", ["\u00b2", "-1", "1e3", " 5", "99999999999999999999", "9" * 5000])
+def test_limit_and_offset_must_be_small_ascii_integers(catalog: Catalog, raw: str) -> None:
+    for name in ("limit", "offset"):
+        with pytest.raises(InvalidRequestError):
+            run(catalog, "study", **{name: raw})
+
+
+def test_largest_offset_answers_empty(catalog: Catalog) -> None:
+    assert run(catalog, "study", offset="999999999") == []
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "1,\u00b2", "9" * 5000, "1" * 10, "0", "", "1,,2"])
+def test_frame_lists_reject_what_int_cannot_take(text: str) -> None:
+    with pytest.raises(InvalidRequestError):
+        parse_frame_list(text)
+
+
+def test_frame_list() -> None:
+    assert parse_frame_list("1, 3,999999999") == [1, 3, 999999999]
+
+
+def test_all_instances_carry_study_and_series_attributes(catalog: Catalog) -> None:
+    (inst,) = run(catalog, "instance", SOPInstanceUID="1.2.3.1.1")
+    assert values([inst], "00100020") == ["P0003"]  # PatientID
+    assert values([inst], "00100010") == [{"Alphabetic": "Doe3^Jane"}]
+    assert values([inst], "00080020") == ["20230404"]  # StudyDate
+    assert values([inst], "00080050") == ["A3"]
+    assert values([inst], "0020000D") == ["1.2.3"] and values([inst], "0020000E") == ["1.2.3.1"]
+    assert values([inst], "00080060") == ["SM"]
+    assert values([inst], "00201206") == [2] and values([inst], "00201208") == [4]
+    assert values([inst], "00201209") == [2]
+    assert values([inst], "00080056") == ["ONLINE"]
+
+
+def test_instances_of_a_study_carry_series_but_not_study_attributes(catalog: Catalog) -> None:
+    query = qido.parse_query("instance", [], {"0020000D": "1.2.3"})
+    matches = qido.search(catalog, query, "b").matches
+    assert len(matches) == 4 and all("00201209" in m for m in matches)
+    assert all("00201208" not in m for m in matches)
+    scoped = qido.parse_query("instance", [], {"0020000D": "1.2.3", "0020000E": "1.2.3.1"})
+    assert qido.parse_query("instance", []).context == ("study", "series")
+    assert scoped.context == ()
+
+
+def test_study_and_series_results_are_online(catalog: Catalog) -> None:
+    for level in ("study", "series"):
+        (match,) = run(catalog, level, StudyInstanceUID="1.2.3", limit="1")  # type: ignore[arg-type]
+        assert values([match], "00080056") == ["ONLINE"]

@@ -2,19 +2,27 @@
 
 Frames: each frame is offered as stored (its own media type, or application/octet-stream,
 with the stored transfer syntax) and, when the frame can be decoded, transcoded to
-baseline JPEG and to uncompressed Explicit VR Little Endian. The first acceptable offer
-of the highest-q Accept entry wins; ``NotAcceptableError`` only when none matches.
+baseline JPEG and to uncompressed Explicit VR Little Endian. A media type without a
+``transfer-syntax`` parameter means its PS3.18 default (Table 8.7.3-5). The first
+acceptable offer of the highest-q Accept entry wins; a ``q=0`` entry excludes what it
+matches unless a more specific entry accepts it; ``NotAcceptableError`` when none matches.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tileserver.errors import NotAcceptableError
 from tileserver.formats import (
+    DICOM_RLE,
     EXPLICIT_VR_LITTLE_ENDIAN,
+    JLS,
+    JP2,
     JPEG,
     JPEG_BASELINE,
+    JPHC,
     OCTET_STREAM,
     TRANSFER_SYNTAXES,
 )
@@ -22,6 +30,17 @@ from tileserver.formats import (
 MULTIPART = "multipart/related"
 DICOM = "application/dicom"
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+
+#: The transfer syntax a frame media type means without a parameter (PS3.18 8.7.3-5).
+DEFAULT_TRANSFER_SYNTAX = {
+    OCTET_STREAM: EXPLICIT_VR_LITTLE_ENDIAN,
+    JPEG: JPEG_BASELINE,
+    JP2: "1.2.840.10008.1.2.4.90",
+    "image/jpx": "1.2.840.10008.1.2.4.92",
+    JLS: "1.2.840.10008.1.2.4.80",
+    JPHC: "1.2.840.10008.1.2.4.201",
+    DICOM_RLE: "1.2.840.10008.1.2.5",
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +65,17 @@ class AcceptEntry:
     def transfer_syntax(self) -> str | None:
         return self.params.get("transfer-syntax")
 
+    def specificity(self, default: str) -> int:
+        """How narrowly the entry names a part: ``*/*`` 0, ``type/*`` 1, a type 2, + syntax."""
+        inner = self.inner(default)
+        score = 0 if inner in ("*/*", "*") else 1 if inner.endswith("/*") else 2
+        return score + (self.transfer_syntax not in (None, "*"))
+
+
+def _split_q(entries: list[AcceptEntry]) -> tuple[list[AcceptEntry], list[AcceptEntry]]:
+    """(acceptable entries in preference order, q=0 entries)."""
+    return [e for e in entries if e.q > 0], [e for e in entries if e.q <= 0]
+
 
 def _split(text: str, sep: str) -> list[str]:
     """Split on ``sep`` outside double quotes."""
@@ -65,7 +95,7 @@ def _split(text: str, sep: str) -> list[str]:
 
 
 def parse_accept(header: str | None) -> list[AcceptEntry]:
-    """Accepted media ranges, most preferred first; q=0 ranges dropped; none means */*."""
+    """Media ranges, most preferred first; q=0 ranges (exclusions) last; none means */*."""
     if not header or not header.strip():
         return [AcceptEntry("*/*")]
     entries: list[tuple[float, int, AcceptEntry]] = []
@@ -79,8 +109,8 @@ def parse_accept(header: str | None) -> list[AcceptEntry]:
             q = float(params.pop("q", "1"))
         except ValueError:
             q = 1.0
-        if q > 0:
-            entries.append((-q, order, AcceptEntry(media_type.lower(), params, q)))
+        q = q if 0 <= q <= 1 else 1.0  # NaN and out-of-range weights count as the default
+        entries.append((-q, order, AcceptEntry(media_type.lower(), params, q)))
     return [entry for *_, entry in sorted(entries, key=lambda e: (e[0], e[1]))]
 
 
@@ -124,23 +154,31 @@ def _offer_matches(entry: AcceptEntry, offer: Offer) -> bool:
     inner = entry.inner(OCTET_STREAM)
     if not type_matches(inner, offer.media_type):
         return False
-    wanted = entry.transfer_syntax
-    if wanted is None and inner == OCTET_STREAM:
-        wanted = EXPLICIT_VR_LITTLE_ENDIAN  # PS3.18's default for octet-stream frames
+    wanted = entry.transfer_syntax or DEFAULT_TRANSFER_SYNTAX.get(inner)
     if wanted == IMPLICIT_VR_LITTLE_ENDIAN:
         wanted = EXPLICIT_VR_LITTLE_ENDIAN  # same frame bytes
     return wanted in (None, "*") or wanted == offer.transfer_syntax
 
 
+def _excluded(
+    exclusions: list[AcceptEntry], by: AcceptEntry, default: str, hit: Callable[[AcceptEntry], bool]
+) -> bool:
+    """A q=0 entry at least as specific as the accepting entry ``by`` matches (``hit``)."""
+    rank = by.specificity(default)
+    return any(ex.specificity(default) >= rank and hit(ex) for ex in exclusions)
+
+
 def negotiate(entries: list[AcceptEntry], offers: list[Offer], n_parts: int) -> Choice:
     """The first offer the most preferred entry accepts; a bare media type only for one part."""
-    for entry in entries:
+    accepted, exclusions = _split_q(entries)
+    for entry in accepted:
         if not entry.multipart and n_parts != 1:
             continue
         for offer in offers:
-            if _offer_matches(entry, offer):
+            hit = functools.partial(_offer_matches, offer=offer)
+            if hit(entry) and not _excluded(exclusions, entry, OCTET_STREAM, hit):
                 return Choice(offer, entry.multipart)
-    wanted = ", ".join(_describe(e) for e in entries)
+    wanted = ", ".join(_describe(e) for e in accepted)
     available = ", ".join(f"{o.media_type} ({o.transfer_syntax})" for o in offers)
     raise NotAcceptableError(f"cannot produce any of [{wanted}]; available: {available}")
 
@@ -150,19 +188,36 @@ def _describe(entry: AcceptEntry) -> str:
     return f"{entry.media_type}{params}"
 
 
+def _dicom_matches(entry: AcceptEntry, stored: set[str]) -> bool:
+    if not (entry.multipart or entry.media_type == DICOM):
+        return False
+    if not type_matches(entry.inner(DICOM), DICOM):
+        return False
+    wanted = entry.transfer_syntax
+    return wanted in (None, "*") or {wanted} == stored
+
+
 def negotiate_dicom(entries: list[AcceptEntry], stored: set[str]) -> None:
     """Whole instances are sent as stored: accept when some entry allows that."""
-    for entry in entries:
-        if not (entry.multipart or entry.media_type == DICOM):
-            continue
-        if not type_matches(entry.inner(DICOM), DICOM):
-            continue
-        wanted = entry.transfer_syntax
-        if wanted in (None, "*") or {wanted} == stored:
-            return
-    raise NotAcceptableError(
-        f"instances are available only as application/dicom in {', '.join(sorted(stored))}"
-    )
+    accepted, exclusions = _split_q(entries)
+    hit = functools.partial(_dicom_matches, stored=stored)
+    if not any(hit(e) and not _excluded(exclusions, e, DICOM, hit) for e in accepted):
+        raise NotAcceptableError(
+            f"instances are available only as application/dicom in {', '.join(sorted(stored))}"
+        )
+
+
+def negotiate_bulk(entries: list[AcceptEntry]) -> bool:
+    """Bulk data is application/octet-stream: True to wrap it in multipart/related."""
+    accepted, exclusions = _split_q(entries)
+
+    def hit(entry: AcceptEntry) -> bool:
+        return type_matches(entry.inner(OCTET_STREAM), OCTET_STREAM)
+
+    for entry in accepted:
+        if hit(entry) and not _excluded(exclusions, entry, OCTET_STREAM, hit):
+            return entry.media_type in (MULTIPART, "multipart/*")
+    raise NotAcceptableError("bulk data is available as application/octet-stream")
 
 
 RENDERED_TYPES = {"image/jpeg": "jpeg", "image/png": "png", "image/webp": "webp"}
@@ -170,9 +225,14 @@ RENDERED_TYPES = {"image/jpeg": "jpeg", "image/png": "png", "image/webp": "webp"
 
 def negotiate_rendered(entries: list[AcceptEntry], default: str = "image/jpeg") -> str:
     """Output format name (jpeg, png, webp) for a rendered resource."""
-    for entry in entries:
-        if entry.media_type in ("*/*", "image/*"):
-            return RENDERED_TYPES[default]
-        if entry.media_type in RENDERED_TYPES:
-            return RENDERED_TYPES[entry.media_type]
+    accepted, exclusions = _split_q(entries)
+    candidates = [default, *(t for t in RENDERED_TYPES if t != default)]
+    for entry in accepted:
+        for media_type in candidates:
+
+            def hit(e: AcceptEntry, media_type: str = media_type) -> bool:
+                return type_matches(e.media_type, media_type)
+
+            if hit(entry) and not _excluded(exclusions, entry, default, hit):
+                return RENDERED_TYPES[media_type]
     raise NotAcceptableError("rendered images are available as image/jpeg, image/png, image/webp")

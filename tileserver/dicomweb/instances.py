@@ -8,6 +8,7 @@ sync and thread-safe: the HTTP front iterates these in worker threads.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,13 +83,17 @@ def find_instance(catalog: Catalog, study: str, series: str, sop: str) -> Instan
     return refs[0]
 
 
+# ASCII digits only (str.isdigit also takes "²"), and few enough for any real instance.
+_FRAME_NUMBER = re.compile(r"[0-9]{1,9}")
+
+
 def parse_frame_list(text: str) -> list[int]:
-    """``"1,3,5"`` -> [1, 3, 5]; 400 for anything but positive integers."""
+    """``"1,3,5"`` -> [1, 3, 5]; 400 for anything but positive integers below 10**9."""
     numbers = []
     for item in text.split(","):
         item = item.strip()
-        if not item.isdigit() or int(item) < 1:
-            raise InvalidRequestError(f"frame numbers are positive integers, not {item!r}")
+        if _FRAME_NUMBER.fullmatch(item) is None or int(item) < 1:
+            raise InvalidRequestError(f"frame numbers are positive integers, not {item[:20]!r}")
         numbers.append(int(item))
     return numbers
 
@@ -174,6 +179,9 @@ def iter_file(path: str, start: int = 0, length: int | None = None) -> Iterator[
         os.close(fd)
 
 
+_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+
+
 @dataclass(frozen=True)
 class BulkValue:
     """A bulk value: either bytes (header elements) or a span of the file (Pixel Data)."""
@@ -186,10 +194,9 @@ class BulkValue:
 
 def bulk_value(ref: InstanceRef, tag: str) -> BulkValue:
     """The value of element ``tag`` (the first at any depth), as its BulkDataURI promised."""
-    try:
-        number = int(tag, 16)
-    except ValueError:
-        raise NotFoundError(f"no bulk data {tag!r}") from None
+    if _TAG.fullmatch(tag) is None:  # int(tag, 16) also takes "-1", "0x10", "1_0"
+        raise NotFoundError(f"no bulk data {tag[:20]!r}")
+    number = int(tag, 16)
     if number == 0x7FE00010:
         return _pixel_data_span(ref)
     ds = pydicom.dcmread(ref.path, stop_before_pixels=True)

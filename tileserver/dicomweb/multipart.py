@@ -2,7 +2,9 @@
 
 The writer emits framing bytes around parts the caller streams; the parser is a push
 parser (``feed`` chunks, get events) so a request body of any size passes through a
-bounded buffer, each part's bytes handed on as they arrive.
+bounded buffer, each part's bytes handed on as they arrive. Malformed framing does not
+raise from ``feed``: the events before it are returned and the parser keeps the error in
+``error``, so a complete part that shares a chunk with a malformed one is not lost.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def closing(boundary: str) -> bytes:
 
 
 def boundary_of(content_type_value: str) -> tuple[str, dict[str, str]]:
-    """(media type, parameters) of a Content-Type; raises when multipart lacks a boundary."""
+    """(media type, parameters) of a Content-Type value (``boundary`` among the parameters)."""
     media_type, *raw = [p.strip() for p in content_type_value.split(";")]
     params = {}
     for item in raw:
@@ -64,11 +66,12 @@ class PartEvent:
     data: bytes = b""
 
 
-_PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _DONE = range(5)
+_PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _DONE, _FAILED = range(6)
 
 
 class MultipartParser:
-    """Incremental parser: ``feed`` body chunks, then ``finish`` at the end of the body."""
+    """Incremental parser: ``feed`` body chunks; check ``error`` after each, ``complete`` at
+    the end of the body."""
 
     def __init__(self, boundary: str) -> None:
         if not boundary or len(boundary) > 70:
@@ -77,6 +80,8 @@ class MultipartParser:
         self._buffer = bytearray(b"\r\n")  # so a body that opens with the boundary matches
         self._state = _PREAMBLE
         self.parts = 0
+        #: Why the body is malformed; set once, after which ``feed`` returns no events.
+        self.error: MultipartError | None = None
 
     @property
     def complete(self) -> bool:
@@ -88,10 +93,17 @@ class MultipartParser:
         return self._state in (_HEADERS, _BODY)
 
     def feed(self, chunk: bytes) -> list[PartEvent]:
+        """The events ``chunk`` completes; those before malformed framing, then ``error``."""
+        if self._state == _FAILED:
+            return []
         self._buffer += chunk
         events: list[PartEvent] = []
-        while self._step(events):
-            pass
+        try:
+            while self._step(events):
+                pass
+        except MultipartError as exc:
+            self.error, self._state = exc, _FAILED
+            self._buffer.clear()
         return events
 
     def _step(self, events: list[PartEvent]) -> bool:
@@ -104,7 +116,7 @@ class MultipartParser:
             return self._headers(events)
         if self._state == _BODY:
             return self._body(events)
-        self._buffer.clear()  # epilogue
+        self._buffer.clear()  # epilogue (or, after an error, the rest of the body)
         return False
 
     def _skip_to_delimiter(self) -> bool:

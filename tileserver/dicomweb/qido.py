@@ -52,6 +52,7 @@ _MATCHERS: dict[str, tuple[str, str]] = {
 }
 _MODALITIES_IN_STUDY = "00080061"
 
+INSTANCE_AVAILABILITY = "00080056"
 _PATIENT_FIELDS = ("00100010", "00100020", "00100030", "00100040")
 STUDY_FIELDS = (
     *_PATIENT_FIELDS,
@@ -99,6 +100,9 @@ class Query:
     offset: int = 0
     #: Matching keys this server ignores (reported in a Warning header).
     ignored: tuple[str, ...] = ()
+    #: Higher levels whose attributes each result also carries (PS3.18 10.6.3.3): a search
+    #: of all series has study attributes, of a study's instances series attributes, ...
+    context: tuple[Level, ...] = ()
 
 
 @dataclass
@@ -124,8 +128,12 @@ def parse_query(
     ignored: list[str] = []
     grouped: dict[str, list[str]] = {}
     for key, value in items:
-        if key.lower() not in reserved:
+        if key.lower() in reserved:
+            continue
+        try:
             grouped.setdefault(tag_of(key), []).append(value)
+        except InvalidRequestError:  # not a DICOM attribute (a browser's cache-buster "_")
+            ignored.append(_printable(key))
     for tag, vals in grouped.items():
         if not _match(builder, tag, vals):
             ignored.append(keyword_of(tag))
@@ -140,21 +148,43 @@ def parse_query(
         _int(values.get("limit"), "limit"),
         _int(values.get("offset"), "offset") or 0,
         tuple(ignored),
+        _context(level, scope or {}),
     )
+
+
+_ABOVE: dict[Level, tuple[Level, ...]] = {
+    "study": (),
+    "series": ("study",),
+    "instance": ("study", "series"),
+}
+
+
+def _context(level: Level, scope: dict[str, str]) -> tuple[Level, ...]:
+    """The levels above ``level`` that the resource path does not fix."""
+    fixed = {"study": STUDY_UID in scope, "series": SERIES_UID in scope}
+    return tuple(above for above in _ABOVE[level] if not fixed[above])
+
+
+_COUNT = re.compile(r"[0-9]{1,9}")  # ASCII digits; SQLite takes any 9-digit offset
+
+
+def _printable(key: str) -> str:
+    """``key`` fit for a Warning header's quoted text."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "?", key[:64]) or "?"
 
 
 def _int(raw: str | None, name: str) -> int | None:
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
-        raise InvalidRequestError(f"{name} must be a non-negative integer, not {raw!r}")
+    if _COUNT.fullmatch(raw) is None:
+        raise InvalidRequestError(f"{name} must be an integer 0..999999999, not {raw[:20]!r}")
     return int(raw)
 
 
 def _match(b: _Builder, tag: str, values: list[str]) -> bool:
     """Add the condition for one matching key; False when the key is not supported."""
     if tag == SOP_CLASS_UID:
-        if VL_WSI not in _uids(values):
+        if VL_WSI not in _split(values):
             b.add("0")
         return True
     if tag == _MODALITIES_IN_STUDY:
@@ -169,7 +199,7 @@ def _match(b: _Builder, tag: str, values: list[str]) -> bool:
         return False
     column, kind = matcher
     if kind == _UID:
-        uids = _uids(values)
+        uids = _split(values)
         if uids:
             b.add(f"{column} IN ({','.join('?' * len(uids))})", *uids)
     elif kind == _LIST:
@@ -183,11 +213,8 @@ def _match(b: _Builder, tag: str, values: list[str]) -> bool:
     return True
 
 
-def _uids(values: list[str]) -> list[str]:
-    return [u.strip() for v in values for u in re.split(r"[,\\]", v) if u.strip()]
-
-
 def _split(values: list[str]) -> list[str]:
+    """Items of list-valued keys: comma or backslash separated, or the key repeated."""
     return [u.strip() for v in values for u in re.split(r"[,\\]", v) if u.strip()]
 
 
@@ -209,12 +236,13 @@ def _match_text(b: _Builder, column: str, value: str, *, fuzzy: bool) -> None:
         b.add(f"{column} = ?", value)
 
 
-_DATE_RE = re.compile(r"^(\d{8})?(-)?(\d{8})?$")
+# YYYYMMDD, or a range with a dash and either end (an end date only after the dash).
+_DATE_RE = re.compile(r"([0-9]{8})?(?:(-)([0-9]{8})?)?")
 
 
 def _match_date(b: _Builder, column: str, value: str) -> None:
     value = value.strip()
-    m = _DATE_RE.match(value)
+    m = _DATE_RE.fullmatch(value)
     if value == "" or value == "-":
         return
     if m is None:
@@ -265,7 +293,54 @@ def search(catalog: Catalog, query: Query, base_url: str) -> SearchResult:
     truncated = len(rows) > limit and query.limit is None
     build = {"study": _study, "series": _series, "instance": _instance}[query.level]
     matches = [build(catalog, row, query, base_url) for row in rows[:limit]]
+    for level in query.context:
+        _add_context(catalog, level, rows[:limit], matches)
     return SearchResult(matches, truncated)
+
+
+_CONTEXT_FIELDS: dict[str, tuple[str, ...]] = {"study": STUDY_FIELDS, "series": SERIES_FIELDS}
+_CONTEXT_KEYS = {"study": "study_uid", "series": "series_uid"}
+
+
+def _add_context(
+    catalog: Catalog, level: Level, rows: Sequence[sqlite3.Row], matches: list[JsonDataset]
+) -> None:
+    """The ``level`` attributes of each match's study or series (headers and counts)."""
+    key = _CONTEXT_KEYS[level]
+    counts = _aggregates(catalog, level, {row[key] for row in rows})
+    for row, match in zip(rows, matches, strict=True):
+        attrs = _attributes(row)
+        for tag in _CONTEXT_FIELDS[level]:
+            match.setdefault(tag, element(tag, attrs.get(keyword_of(tag))))
+        match.update(counts.get(row[key], {}))
+
+
+def _aggregates(catalog: Catalog, level: Level, uids: set[str]) -> dict[str, JsonDataset]:
+    """Counts (and ModalitiesInStudy) of each study or series in ``uids``."""
+    key, columns = _GROUPS[level]
+    counted = _study_counts if level == "study" else _series_counts
+    found: dict[str, JsonDataset] = {}
+    ordered = sorted(uids)
+    for i in range(0, len(ordered), 500):
+        batch = ordered[i : i + 500]
+        sql = (
+            f"SELECT {key} AS k, {columns} FROM served_instances "
+            f"WHERE {key} IN ({','.join('?' * len(batch))}) GROUP BY {key}"
+        )
+        found.update({row["k"]: counted(row) for row in catalog.query(sql, tuple(batch))})
+    return found
+
+
+def _study_counts(row: sqlite3.Row) -> JsonDataset:
+    return {
+        "00080061": element("00080061", sorted(set((row["modalities"] or "").split(",")))),
+        "00201206": element("00201206", row["n_series"]),
+        "00201208": element("00201208", row["n_instances"]),
+    }
+
+
+def _series_counts(row: sqlite3.Row) -> JsonDataset:
+    return {"00201209": element("00201209", row["n_instances"])}
 
 
 def _attributes(row: sqlite3.Row) -> dict[str, Any]:
@@ -302,9 +377,8 @@ def _plain(value: dict[str, Any]) -> bool:
 def _study(catalog: Catalog, row: sqlite3.Row, query: Query, base: str) -> JsonDataset:
     out = _fields(catalog, row, query, STUDY_FIELDS)
     out[STUDY_UID] = element(STUDY_UID, row["k"])
-    out["00080061"] = element("00080061", sorted(set((row["modalities"] or "").split(","))))
-    out["00201206"] = element("00201206", row["n_series"])
-    out["00201208"] = element("00201208", row["n_instances"])
+    out.update(_study_counts(row))
+    out[INSTANCE_AVAILABILITY] = element(INSTANCE_AVAILABILITY, "ONLINE")
     out[RETRIEVE_URL] = element(RETRIEVE_URL, f"{base}/studies/{row['k']}")
     return out
 
@@ -313,7 +387,8 @@ def _series(catalog: Catalog, row: sqlite3.Row, query: Query, base: str) -> Json
     out = _fields(catalog, row, query, (*SERIES_FIELDS, *_PATIENT_FIELDS, "00080020"))
     out[STUDY_UID] = element(STUDY_UID, row["study_uid"])
     out[SERIES_UID] = element(SERIES_UID, row["k"])
-    out["00201209"] = element("00201209", row["n_instances"])
+    out.update(_series_counts(row))
+    out[INSTANCE_AVAILABILITY] = element(INSTANCE_AVAILABILITY, "ONLINE")
     url = f"{base}/studies/{row['study_uid']}/series/{row['k']}"
     out[RETRIEVE_URL] = element(RETRIEVE_URL, url)
     return out
@@ -330,6 +405,7 @@ def _instance(catalog: Catalog, row: sqlite3.Row, query: Query, base: str) -> Js
     out[SERIES_UID] = element(SERIES_UID, row["series_uid"])
     out["00080060"] = stored.get("00080060", element("00080060", "SM"))
     out[AVAILABLE_TRANSFER_SYNTAX] = element(AVAILABLE_TRANSFER_SYNTAX, header["transfer_syntax"])
+    out[INSTANCE_AVAILABILITY] = element(INSTANCE_AVAILABILITY, "ONLINE")
     url = f"{base}/studies/{row['study_uid']}/series/{row['series_uid']}/instances/{row['k']}"
     out[RETRIEVE_URL] = element(RETRIEVE_URL, url)
     return out

@@ -33,7 +33,13 @@ SOP_CLASS_NOT_SUPPORTED = 0x0122
 STUDY_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_UID_MAX = 64  # PS3.5 9.1; also keeps <sop>.dcm well inside any file-name limit
+
+
+def valid_uid(uid: str) -> bool:
+    """A UID by PS3.5 9.1: digits and dots, at most 64 characters (no trailing newline)."""
+    return len(uid) <= _UID_MAX and _UID.fullmatch(uid) is not None
 
 
 @dataclass(frozen=True)
@@ -92,19 +98,22 @@ def _store(
         return failed(f"cannot read the part: {exc}", PROCESSING_FAILURE)
     h = inst.header
     sop_class = VL_WSI
-    if not all(_UID.match(u) for u in (h.study_uid, h.series_uid, h.sop_instance_uid)):
+    if not all(valid_uid(u) for u in (h.study_uid, h.series_uid, h.sop_instance_uid)):
         return failed(
             "Study, Series or SOP Instance UID is not a valid UID", CANNOT_UNDERSTAND, tmp
         )
     if expected_study is not None and h.study_uid != expected_study:
         reason = f"Study Instance UID {h.study_uid} differs from {expected_study} in the URL"
         return Outcome(sop_class, h.sop_instance_uid, failure=STUDY_MISMATCH, reason=reason)
-    known = _stored_elsewhere(catalog, h.sop_instance_uid, stow_dir)
-    if not known:
+    if not _stored_elsewhere(catalog, h.sop_instance_uid, stow_dir):
         dest = stow_dir / h.study_uid / h.series_uid / f"{h.sop_instance_uid}.dcm"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, dest)
-        catalog.put_instance(root, dataclasses.replace(inst, path=str(dest)))
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, dest)
+            catalog.put_instance(root, dataclasses.replace(inst, path=str(dest)))
+        except OSError as exc:
+            reason = f"cannot store the instance: {exc}"
+            return Outcome(sop_class, h.sop_instance_uid, failure=PROCESSING_FAILURE, reason=reason)
     return Outcome(sop_class, h.sop_instance_uid, h.study_uid, h.series_uid)
 
 

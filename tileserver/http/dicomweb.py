@@ -5,6 +5,7 @@ module maps requests onto it and streams the answers.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from anyio import to_thread
@@ -37,11 +38,7 @@ from tileserver.dicomweb.multipart import (
 )
 from tileserver.dicomweb.rendered import RenderOptions, parse_viewport, render_frame
 from tileserver.dicomweb.rendered import render_instance as render_whole
-from tileserver.errors import (
-    InvalidRequestError,
-    NotAcceptableError,
-    UnsupportedError,
-)
+from tileserver.errors import InvalidRequestError, NotAcceptableError
 from tileserver.http.params import int_param
 from tileserver.http.responses import json_response
 from tileserver.http.state import service_of
@@ -108,9 +105,9 @@ def _search(level: qido.Level) -> Handler:
 
 def _check_json_accept(request: Request) -> None:
     for entry in _accepted(request):
-        if accept.type_matches(entry.media_type, DICOM_JSON) or entry.media_type in (
-            "application/json",
-            "application/*",
+        if entry.q > 0 and (
+            accept.type_matches(entry.media_type, DICOM_JSON)
+            or entry.media_type in ("application/json", "application/*")
         ):
             return
     raise NotAcceptableError("this resource is available as application/dicom+json")
@@ -153,25 +150,34 @@ def _dicom_parts(refs: Sequence[InstanceRef], boundary: str) -> Iterator[bytes]:
 
 
 async def bulkdata(request: Request) -> Response:
+    """A bulk value; ``Range`` (one range) is honoured for a bare octet-stream answer only."""
     (ref,) = await _refs(request)
+    multipart = accept.negotiate_bulk(_accepted(request))
     value = await to_thread.run_sync(bulk_value, ref, request.path_params["tag"])
-    start, length, status = _byte_range(request.headers.get("range"), value.length)
     headers = {"Accept-Ranges": "bytes"}
-    if status == 206:
+    span = None if multipart else _byte_range(request.headers.get("range"), value.length)
+    if span == _UNSATISFIABLE:
+        headers["Content-Range"] = f"bytes */{value.length}"
+        error = {"error": f"Range outside the {value.length}-byte value"}
+        return json_response(error, status_code=416, headers=headers)
+    start, length = span or (0, value.length)
+    if span is not None:
         headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{value.length}"
     if value.data is not None:
         chunks: Iterator[bytes] = iter([value.data[start : start + length]])
     else:
         chunks = iter_file(value.path, value.offset + start, length)
-    entries = _accepted(request)
-    if entries[0].media_type == accept.MULTIPART:
+    if multipart:
         boundary = new_boundary()
         parts = _single_part(chunks, boundary, "application/octet-stream")
         media = content_type(boundary, "application/octet-stream")
-        return StreamingResponse(parts, status_code=status, headers=headers, media_type=media)
+        return StreamingResponse(parts, headers=headers, media_type=media)
     headers["Content-Length"] = str(length)
     return StreamingResponse(
-        chunks, status_code=status, headers=headers, media_type="application/octet-stream"
+        chunks,
+        status_code=206 if span else 200,
+        headers=headers,
+        media_type="application/octet-stream",
     )
 
 
@@ -181,23 +187,35 @@ def _single_part(chunks: Iterator[bytes], boundary: str, part_type: str) -> Iter
     yield PART_END + closing(boundary)
 
 
-def _byte_range(header: str | None, size: int) -> tuple[int, int, int]:
-    """(start, length, status) for a single ``bytes=a-b`` range; 200 for the whole value."""
-    if not header or not header.startswith("bytes=") or "," in header:
-        return 0, size, 200
-    first, _, last = header[6:].strip().partition("-")
-    try:
-        if first == "":
-            start = max(0, size - int(last))
-            end = size - 1
-        else:
-            start = int(first)
-            end = min(size - 1, int(last)) if last else size - 1
-    except ValueError:
-        raise InvalidRequestError(f"malformed Range {header!r}") from None
-    if start >= size or end < start:
-        raise InvalidRequestError(f"range {header!r} outside the {size}-byte value")
-    return start, end - start + 1, 206
+_UNSATISFIABLE = (-1, -1)
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.IGNORECASE)
+_BEYOND_ANY_SIZE = 1 << 62
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, length) of a single ``bytes=`` range (RFC 9110 14.1.2); ``None`` to send the
+    whole value (no, several or invalid ranges are ignored); ``_UNSATISFIABLE`` for 416."""
+    m = _RANGE.fullmatch((header or "").strip())
+    if m is None or m.groups() == ("", ""):
+        return None
+    first, last = (_position(g) for g in m.groups())
+    if first is None:
+        assert last is not None
+        return (max(0, size - last), min(last, size)) if last and size else _UNSATISFIABLE
+    if last is not None and last < first:
+        return None
+    if first >= size:
+        return _UNSATISFIABLE
+    end = size - 1 if last is None else min(size - 1, last)
+    return first, end - first + 1
+
+
+def _position(digits: str) -> int | None:
+    """A byte position; beyond any size when too long for ``int`` to be sensible."""
+    digits = digits.lstrip("0") or ("0" if digits else "")
+    if not digits:
+        return None
+    return int(digits) if len(digits) <= 18 else _BEYOND_ANY_SIZE
 
 
 # -- WADO-RS: frames ---------------------------------------------------------------------
@@ -218,10 +236,9 @@ async def frames(request: Request) -> Response:
     offers = accept.frame_offers(syntax, codec.can_decode(syntax), is_eight_bit(source.ref.header))
     choice = accept.negotiate(_accepted(request), offers, len(numbers))
     offer, quality = choice.offer, service.settings.jpeg_quality
-    part_type = f"{offer.media_type}; transfer-syntax={offer.transfer_syntax}"
     if not choice.multipart:
         data = await to_thread.run_sync(lambda: deliver(source.read(numbers[0]), offer, quality))
-        return Response(data, media_type=part_type)
+        return Response(data, media_type=_part_type(offer))
     boundary = new_boundary()
     body = _frame_parts(source, numbers, offer, quality, boundary)
     media = content_type(boundary, offer.media_type, transfer_syntax=offer.transfer_syntax)
@@ -232,7 +249,7 @@ def _frame_parts(
     source: FrameSource, numbers: list[int], offer: Offer, quality: int, boundary: str
 ) -> Iterator[bytes]:
     """Parts in batches: each ``next`` runs in a worker thread (Starlette), one hop a batch."""
-    part_type = f"{offer.media_type}; transfer-syntax={offer.transfer_syntax}"
+    part_type = _part_type(offer)
     for start in range(0, len(numbers), FRAMES_PER_CHUNK):
         chunk = []
         for number in numbers[start : start + FRAMES_PER_CHUNK]:
@@ -240,6 +257,10 @@ def _frame_parts(
             chunk += [part_header(boundary, part_type), data, PART_END]
         yield b"".join(chunk)
     yield closing(boundary)
+
+
+def _part_type(offer: Offer) -> str:
+    return f"{offer.media_type}; transfer-syntax={offer.transfer_syntax}"
 
 
 # -- rendered and thumbnail --------------------------------------------------------------
@@ -291,8 +312,6 @@ async def series_thumbnail(request: Request) -> Response:
     viewport = options.viewport
     max_side = max(viewport.width, viewport.height) if viewport else 256
     slide = await service.slide(refs[0].series_uid)
-    if options.fmt not in ("jpeg", "png", "webp"):
-        raise UnsupportedError(f"no {options.fmt} thumbnails")
     rendered = await service.thumbnail(slide, min(max_side, 4096), options.fmt)
     return _image(rendered.data, options.fmt)
 

@@ -8,21 +8,30 @@ servable through every front as soon as the response is sent.
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
+import anyio
 from anyio import to_thread
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from tileserver.dicomweb import accept, stow
-from tileserver.dicomweb.multipart import MultipartError, MultipartParser, boundary_of
+from tileserver.dicomweb.multipart import (
+    MultipartError,
+    MultipartParser,
+    PartEvent,
+    boundary_of,
+)
 from tileserver.errors import UnsupportedError, UnsupportedMediaTypeError
 from tileserver.http.dicomweb import DICOM_JSON, base_url
 from tileserver.http.responses import json_response
 from tileserver.http.state import service_of
 from tileserver.service import TileService
+
+log = logging.getLogger(__name__)
 
 
 async def store(request: Request) -> Response:
@@ -46,7 +55,11 @@ async def store(request: Request) -> Response:
 
 
 class _Receiver:
-    """Streams each part to a temporary file, then stores it; one part in flight."""
+    """Streams each part to a temporary file, then stores it; one part in flight.
+
+    Whatever goes wrong with a part (unwritable disk, too many open files, a failing
+    store) fails that part alone; its temporary file is removed even on cancellation.
+    """
 
     FLUSH_BYTES = 1 << 20
 
@@ -58,27 +71,53 @@ class _Receiver:
         self._path: Path | None = None
         self._pending: list[bytes] = []
         self._pending_bytes = 0
-        self._rejected: str | None = None
+        #: The failure of the part in flight, reported when it ends (its bytes are dropped).
+        self._rejected: stow.Outcome | None = None
 
     async def run(self, request: Request, boundary: str) -> None:
         parser = MultipartParser(boundary)
         try:
+            await self._receive(request, parser)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._drop_file()
+            raise
+        if parser.parts and (self.error is not None or not parser.complete):
+            # An incomplete part, or the malformed rest of the body: never "all stored".
+            await self._drop_file()
+            reason = self.error or "request truncated: closing delimiter missing"
+            self.outcomes.append(stow.failed(reason, stow.CANNOT_UNDERSTAND))
+
+    async def _receive(self, request: Request, parser: MultipartParser) -> None:
+        try:
             async for chunk in request.stream():
                 for event in parser.feed(chunk):
-                    await self._on(event)
-        except MultipartError as exc:
-            self.error = str(exc)
+                    await self._on_guarded(event)
+                if parser.error is not None:
+                    self.error = str(parser.error)
+                    return
         except ClientDisconnect:
             self.error = "the client disconnected before the end of the request"
-        if parser.in_part or self.error:
-            await self._discard(self.error or "the request ended inside this part (truncated)")
 
-    async def _on(self, event: Any) -> None:
+    async def _on_guarded(self, event: PartEvent) -> None:
+        try:
+            await self._on(event)
+        except Exception as exc:  # any failure of one part: report it, go on with the next
+            log.warning("STOW part failed", exc_info=True)
+            await self._drop_file()
+            outcome = stow.failed(f"processing failed: {exc}", stow.PROCESSING_FAILURE)
+            if event.kind == "end":
+                self.outcomes.append(outcome)
+            else:
+                self._rejected = outcome
+
+    async def _on(self, event: PartEvent) -> None:
         if event.kind == "start":
             part_type = event.headers.get("content-type", accept.DICOM).split(";")[0].strip()
             self._rejected = None
             if part_type.lower() != accept.DICOM:
-                self._rejected = f"part is {part_type}, not application/dicom"
+                reason = f"part is {part_type}, not application/dicom"
+                self._rejected = stow.failed(reason, stow.CANNOT_UNDERSTAND)
                 return
             self._path = await to_thread.run_sync(stow.incoming_path, self.stow_dir)
             self._file = await to_thread.run_sync(open, self._path, "wb")
@@ -97,7 +136,8 @@ class _Receiver:
 
     async def _finish(self) -> None:
         if self._rejected is not None:
-            self.outcomes.append(stow.failed(self._rejected, stow.CANNOT_UNDERSTAND))
+            self.outcomes.append(self._rejected)
+            self._rejected = None
             return
         await self._flush()
         await to_thread.run_sync(self._file.close)
@@ -105,16 +145,26 @@ class _Receiver:
         assert path is not None
         catalog = self.service.library.catalog
         args = (path, self.stow_dir, self.root, catalog, self.study)
-        self.outcomes.append(await to_thread.run_sync(stow.store_part, *args))
+        try:
+            self.outcomes.append(await to_thread.run_sync(stow.store_part, *args))
+        except BaseException:
+            path.unlink(missing_ok=True)  # store_part consumes it; this covers a crash
+            raise
 
-    async def _discard(self, reason: str) -> None:
-        if self._file is not None:
-            await to_thread.run_sync(self._file.close)
-        if self._path is not None:
-            with contextlib.suppress(OSError):
-                self._path.unlink()
-            self.outcomes.append(stow.failed(reason, stow.CANNOT_UNDERSTAND))
-        self._file = self._path = None
+    async def _drop_file(self) -> None:
+        """Close and remove the part in flight's temporary file, if any."""
+        file, path, self._file, self._path = self._file, self._path, None, None
+        self._pending, self._pending_bytes = [], 0
+        await to_thread.run_sync(_remove, file, path)
+
+
+def _remove(file: Any, path: Path | None) -> None:
+    with contextlib.suppress(OSError):
+        if file is not None:
+            file.close()
+    with contextlib.suppress(OSError):
+        if path is not None:
+            path.unlink()
 
 
 routes = [
