@@ -5,16 +5,23 @@ from __future__ import annotations
 import io
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 from serverproc import ServerProcess
 
 from fixtures import FixtureSet, tissue_mask
+from fixtures.attributes import SeriesContext
+from fixtures.cases import _focal_planes
+from fixtures.common import base_spec, build, tissue
+from fixtures.dicomwsi import InstanceSpec
 from tileserver.client._wire import parse_multipart
-from tileserver.http.batch import MAX_BATCH
+from tileserver.http.batch import MAX_BATCH, MAX_BODY
 
 CASES = ("jpeg_bot", "sparse", "jpeg_multifragment_bot", "native_explicit")
 
@@ -167,3 +174,161 @@ def test_tissue_rejects_bad_parameters(
     assert client.get(f"/slides/{sid}/tissue?format=gif").status_code == 400
     assert client.get(f"/slides/{sid}/tissue?format=json&level=9").status_code == 404
     assert client.get("/slides/nope/tissue").status_code == 404
+
+
+def test_a_large_raw_batch_streams_every_part(
+    client: httpx.Client, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    fs = fixture_dir["jpeg_bot"]
+    tiles = (all_tiles(fs, 0) * MAX_BATCH)[:MAX_BATCH]
+    parts = parse_multipart(*_multipart(batch(client, fs, tiles, "raw")))
+    assert [list(p.address) for p in parts] == tiles
+    first = {tuple(p.address): p.data for p in parts[: len(all_tiles(fs, 0))]}
+    assert all(p.data == first[tuple(p.address)] for p in parts)
+
+
+# -- files rewritten under a running server ---------------------------------------------------
+
+
+def test_a_file_rewritten_mid_stream_aborts_the_batch_instead_of_serving_stale_offsets(
+    tmp_path: Path, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    fs = fixture_dir["native_explicit"]  # uncompressed: 1024 parts are far more than buffers
+    shutil.copytree(fs.directory, tmp_path / "slides" / fs.name)
+    level0 = tmp_path / "slides" / fs.name / fs.level(0).paths[0].name
+    process = ServerProcess([tmp_path / "slides"], tmp_path).start()
+    try:
+        with httpx.Client(base_url=process.url, timeout=30) as http:
+            url = f"/slides/{fs.series_uid}/tiles:batch"
+            tiles = (all_tiles(fs, 0) * MAX_BATCH)[:MAX_BATCH]
+            stored = {
+                tuple(p.address): p.data
+                for p in parse_multipart(
+                    *_multipart(http.post(url, json={"tiles": all_tiles(fs, 0), "format": "raw"}))
+                )
+            }
+            with http.stream("POST", url, json={"tiles": tiles, "format": "raw"}) as response:
+                pieces = response.iter_raw(64 * 1024)
+                received = [next(pieces)]
+                rewritten = pydicom.dcmread(level0)
+                rewritten.ImageComments = "X" * 500  # same pixels, frames 500 bytes further on
+                rewritten.save_as(level0)
+                with pytest.raises(httpx.HTTPError):  # the server aborts the stream
+                    received.extend(pieces)
+                    parts = parse_multipart(response.headers["content-type"], b"".join(received))
+                    assert all(p.data == stored[tuple(p.address)] for p in parts), "stale bytes"
+            again = http.post(url, json={"tiles": [[0, 1, 1]], "format": "raw"})  # re-indexed
+            assert parse_multipart(*_multipart(again))[0].data == stored[(0, 1, 1)]
+    finally:
+        process.stop()
+
+
+# -- request body limit ------------------------------------------------------------------------
+
+
+def test_an_oversized_body_is_refused_even_with_few_tiles(
+    client: httpx.Client, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    fs = fixture_dir["jpeg_bot"]
+    url = f"/slides/{fs.series_uid}/tiles:batch"
+    body = b'{"tiles": [[0, 0, 0]], "pad": "' + b"x" * (2 * MAX_BODY) + b'"}'
+    declared = client.post(url, content=body)
+    assert declared.status_code == 400 and "bytes" in declared.json()["error"]
+    chunked = client.post(url, content=iter([body[:1000], body[1000:]]))  # no Content-Length
+    assert chunked.status_code == 400 and "bytes" in chunked.json()["error"]
+    assert client.post(url, content=body[: MAX_BODY // 2] + b'"}').status_code == 200
+
+
+# -- focal planes and optical paths that differ per level --------------------------------------
+
+
+def _per_level(name: str, planes: dict, level1: list[tuple[int, int]]) -> object:
+    """Level 0 holds every ``(path, z)`` plane, one file each; level 1 only ``level1``, in
+    that file order (so a level's path indexes need not be the slide's)."""
+
+    def split(spec: InstanceSpec) -> list[InstanceSpec]:
+        if spec.level == 0:  # one file per optical path
+            groups = [[k for k in sorted(spec.planes) if k[0] == p] for p in sorted(paths)]
+        else:
+            groups = [[k] for k in level1]
+        return [
+            replace(spec, planes={k: spec.planes[k] for k in keys}, instance_number=i + 1)
+            for i, keys in enumerate(groups)
+        ]
+
+    paths = sorted({p for p, _ in planes})
+
+    def builder(directory: Path) -> FixtureSet:
+        zs = tuple(sorted({1.5 * z for _, z in planes}))
+        ctx = SeriesContext(name, name, optical_paths=tuple(map(str, paths)), focal_planes_um=zs)
+        spec = replace(base_spec(tile=128), planes=planes)
+        return build(name, directory, name, spec, levels=2, split=split, ctx=ctx, associated=())
+
+    return builder
+
+
+def _plane_cases() -> dict[str, object]:
+    pixels = tissue(600, 450)
+    tinted = np.ascontiguousarray(np.roll(pixels, 1, axis=2))
+    focal = dict(enumerate(_focal_planes(pixels, (2.0, 0.0, 1.0))))
+    return {
+        "focal_l1": _per_level("focal_l1", {(0, z): p for z, p in focal.items()}, [(0, 1)]),
+        "paths_swapped": _per_level(
+            "paths_swapped", {(0, 0): pixels, (1, 0): tinted}, [(1, 0), (0, 0)]
+        ),
+        "path_missing": _per_level("path_missing", {(0, 0): pixels, (1, 0): tinted}, [(0, 0)]),
+    }
+
+
+@pytest.fixture(scope="module")
+def plane_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict]]:
+    root = tmp_path_factory.mktemp("plane-slides")
+    sets = {}
+    for name, builder in _plane_cases().items():
+        (root / name).mkdir()
+        sets[name] = builder(root / name)  # type: ignore[operator]
+    process = ServerProcess([root], tmp_path_factory.mktemp("plane-server")).start()
+    try:
+        yield process.url, sets
+    finally:
+        process.stop()
+
+
+@pytest.mark.parametrize(
+    ("case", "z", "path"),
+    [
+        ("focal_l1", 0, 0),
+        ("focal_l1", 1, 0),
+        ("focal_l1", 2, 0),
+        ("paths_swapped", 0, 0),
+        ("paths_swapped", 0, 1),
+        ("path_missing", 0, 0),
+    ],
+)
+def test_batch_maps_planes_and_paths_per_level_like_single_tiles(
+    plane_server: tuple[str, dict], case: str, z: int, path: int
+) -> None:
+    url, sets = plane_server
+    fs = sets[case]
+    tiles = [[level, c, r] for level in (0, 1) for c, r in [(0, 0), (1, 1)]]
+    with httpx.Client(base_url=url, timeout=30) as http:
+        body = {"tiles": tiles, "format": "raw", "z": z, "path": path}
+        response = http.post(f"/slides/{fs.series_uid}/tiles:batch", json=body)
+        assert response.status_code == 200, response.text
+        for part in parse_multipart(*_multipart(response)):
+            level, col, row = part.address
+            single = http.get(
+                f"/slides/{fs.series_uid}/tiles/{level}/{col}/{row}?z={z}&path={path}"
+            )
+            assert single.status_code == 200 and part.data == single.content
+
+
+def test_batch_for_an_optical_path_a_level_lacks_is_404(plane_server: tuple[str, dict]) -> None:
+    url, sets = plane_server
+    fs = sets["path_missing"]
+    with httpx.Client(base_url=url, timeout=30) as http:
+        batch_url = f"/slides/{fs.series_uid}/tiles:batch"
+        assert http.post(batch_url, json={"tiles": [[0, 0, 0]], "path": 1}).status_code == 200
+        lacking = http.post(batch_url, json={"tiles": [[0, 0, 0], [1, 0, 0]], "path": 1})
+        assert lacking.status_code == 404 and "optical path" in lacking.json()["error"]
+        assert http.get(f"/slides/{fs.series_uid}/tiles/1/0/0?path=1").status_code == 404

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+import pydicom
 import pytest
 
 from fixtures import FixtureSet
 from tileserver.dicom import assemble, index_instance
-from tileserver.errors import TileAbsentError
+from tileserver.errors import CorruptSlideError, TileAbsentError
 from tileserver.readers.coalesce import MAX_GAP, ReadRun, Span, plan_reads, read_tiles
 from tileserver.readers.dicom import DicomReader
 from tileserver.slide import Slide
@@ -53,9 +57,11 @@ def test_no_spans_no_reads() -> None:
     assert plan_reads([]) == []
 
 
-def _open(fs: FixtureSet) -> Slide:
-    layout = assemble([index_instance(p) for p in sorted(fs.directory.iterdir())])
-    return Slide(layout.series_uid, fs.name, DicomReader(layout))
+def _open(fs: FixtureSet, directory: Path | None = None, changed: list[str] | None = None) -> Slide:
+    paths = sorted((directory or fs.directory).iterdir())
+    layout = assemble([index_instance(p) for p in paths])
+    on_changed = changed.append if changed is not None else None
+    return Slide(layout.series_uid, fs.name, DicomReader(layout, on_changed=on_changed))
 
 
 @pytest.mark.parametrize(
@@ -89,5 +95,25 @@ def test_sparse_fixture_has_absent_tiles(fixture_dir: dict[str, FixtureSet]) -> 
     try:
         absent = [(c, r) for _, _, c, r in fixture_dir["sparse"].level(0).absent_tiles]
         assert read_tiles(slide, 0, absent) == [None] * len(absent)
+    finally:
+        slide.close()
+
+
+def test_coalesced_reads_refuse_a_file_rewritten_since_indexing(
+    fixture_dir: dict[str, FixtureSet], tmp_path: Path
+) -> None:
+    fs = fixture_dir["jpeg_bot"]
+    shutil.copytree(fs.directory, tmp_path / "slide")
+    changed: list[str] = []
+    slide = _open(fs, tmp_path / "slide", changed)
+    try:
+        assert read_tiles(slide, 0, [(1, 1)])[0] is not None
+        path = slide.reader.layout.levels[0].files[0]  # type: ignore[attr-defined]
+        rewritten = pydicom.dcmread(path)
+        rewritten.ImageComments = "X" * 500  # same pixels, frames 500 bytes further on
+        rewritten.save_as(path)
+        with pytest.raises(CorruptSlideError, match="changed since it was indexed"):
+            read_tiles(slide, 0, [(1, 1)])
+        assert changed == [path]  # the library is told, so it re-indexes the file
     finally:
         slide.close()

@@ -7,6 +7,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -15,7 +16,16 @@ from serverproc import ServerProcess
 
 from fixtures import FixtureSet, tissue_mask
 from tileserver import compose
-from tileserver.client import AsyncTileClient, ServerError, TileAddress, TileClient, TileDataset
+from tileserver.client import (
+    AsyncTileClient,
+    ServerError,
+    TileAddress,
+    TileClient,
+    TileClientError,
+    TileDataset,
+)
+from tileserver.client import aio as aio_module
+from tileserver.client._wire import parse_multipart
 from tileserver.dicom import assemble, index_instance
 from tileserver.geometry import Region
 from tileserver.readers.dicom import DicomReader
@@ -215,3 +225,60 @@ def test_dataset_is_map_style_and_pickles(
         assert np.array_equal(items[1], first)
     finally:
         copy.client.close()
+
+
+@pytest.mark.parametrize("concurrency", [0, -1])
+def test_iter_tiles_refuses_no_concurrency_at_the_call(
+    server: str, client: TileClient, fixture_dir: dict[str, FixtureSet], concurrency: int
+) -> None:
+    sid = fixture_dir["jpeg_bot"].series_uid
+    with pytest.raises(ValueError, match="concurrency"):
+        client.iter_tiles(sid, concurrency=concurrency)
+
+    async def call() -> None:
+        async with AsyncTileClient(server) as aclient:
+            aclient.iter_tiles(sid, concurrency=concurrency)
+
+    with pytest.raises(ValueError, match="concurrency"):
+        asyncio.run(call())
+    batches = list(client.iter_tiles(sid, batch_size=4, concurrency=1, tissue_only=False))
+    assert sum(len(b) for b in batches) == len(client.tile_addresses(sid, 0))
+
+
+def test_async_client_decodes_npy_off_the_event_loop(
+    server: str, fixture_dir: dict[str, FixtureSet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = fixture_dir["jpeg_bot"].series_uid
+    threads: list[int] = []
+    real = aio_module.decode_npy
+
+    def spy(data: bytes) -> np.ndarray:
+        threads.append(threading.get_ident())
+        return real(data)
+
+    monkeypatch.setattr(aio_module, "decode_npy", spy)
+
+    async def read() -> int:
+        async with AsyncTileClient(server) as aclient:
+            await aclient.region(sid, level=1, x=0, y=0, width=32, height=32)
+            await aclient.read_tiles(sid, [TileAddress(0, 0, 0)])
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(read())
+    assert len(threads) == 2 and loop_thread not in threads
+
+
+def test_a_raw_batch_cut_short_raises_instead_of_dropping_tiles(
+    client: TileClient, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    sid = fixture_dir["jpeg_bot"].series_uid
+    addresses = [TileAddress(0, c, 0) for c in range(3)]
+    body = {"tiles": [list(a) for a in addresses], "format": "raw"}
+    response = client.request("POST", f"/slides/{sid}/tiles:batch", json=body)
+    content_type, content = response.headers["content-type"], response.content
+    assert len(parse_multipart(content_type, content)) == 3
+    closing = content.rindex(b"--" + content_type.split("boundary=")[1].encode())
+    part_ends = [closing, *(i for i in range(len(content)) if content.startswith(b"\r\n--", i))]
+    for cut in sorted(set(part_ends)):  # after a whole part, before the next delimiter
+        with pytest.raises(TileClientError, match="truncated"):
+            parse_multipart(content_type, content[:cut])

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serverproc import ServerProcess
+from serverproc import ServerProcess, free_port
 
 from fixtures import FixtureSet
 from tileserver.cli import main as cli_main
@@ -85,3 +85,12 @@ def test_dzi_descriptor_gives_the_deep_zoom_grids() -> None:
     assert len(pyramid.grids) == 11  # ceil(log2(900)) + 1
     assert pyramid.grids[0] == (1, 1) and pyramid.grids[-1] == (4, 3)
     assert pyramid.url(10, 3, 2) == "/dzi/s1_files/10/3_2.jpeg"
+
+
+def test_an_unreachable_server_is_a_setup_error_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    assert main([url, "--requests", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("loadtest: ") and url in err and err.count("\n") == 1

@@ -1,12 +1,25 @@
-"""Tissue detection: saturation, Otsu's threshold, the mask and tile flags (no server)."""
+"""Tissue detection: saturation, Otsu's threshold, the mask, tile flags and their JSON (no
+server)."""
 
 from __future__ import annotations
 
-import numpy as np
+import math
+import threading
+from types import SimpleNamespace
 
-from fixtures import tissue_image, tissue_mask
+import anyio
+import numpy as np
+import orjson
+import pytest
+
+from fixtures import FixtureSet, tissue_image, tissue_mask
+from tileserver import compose
+from tileserver.cache.memory import MemoryCache
+from tileserver.dicom import assemble, index_instance
 from tileserver.geometry import Size
-from tileserver.slide import Level
+from tileserver.http.batch import tissue_json
+from tileserver.readers.dicom import DicomReader
+from tileserver.slide import Level, Slide
 from tileserver.tissue import MIN_THRESHOLD, TissueMask, mask_of, otsu_threshold, saturation
 
 
@@ -66,3 +79,63 @@ def test_png_round_trip_keeps_mask_and_facts() -> None:
         None,
         44,
     )
+
+
+def reference_flags(tissue: TissueMask, level: Level) -> np.ndarray:
+    """Tile flags one tile at a time, straight from the documented rule."""
+    h, w = tissue.mask.shape
+    sx = level.downsample[0] / tissue.l0_per_mask[0]
+    sy = level.downsample[1] / tissue.l0_per_mask[1]
+    flags = np.zeros((level.grid.height, level.grid.width), dtype=bool)
+    for row in range(level.grid.height):
+        for col in range(level.grid.width):
+            region = level.tile_region(col, row)
+            x0 = min(w - 1, max(0, math.floor(region.x * sx)))
+            y0 = min(h - 1, max(0, math.floor(region.y * sy)))
+            x1 = max(x0 + 1, min(w, math.ceil(region.right * sx)))
+            y1 = max(y0 + 1, min(h, math.ceil(region.bottom * sy)))
+            flags[row, col] = tissue.mask[y0:y1, x0:x1].any()
+    return flags
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_tile_flags_equal_the_per_tile_rule(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(5, 60)), int(rng.integers(5, 60)))
+    tissue = TissueMask(rng.random(shape) > 0.97, (float(rng.uniform(1, 9)), 3.7), 2, 30)
+    for downsample, tile in [(1.0, 16), (2.0, 7), (3.3, 5), (16.0, 3)]:
+        size = Size(int(shape[1] * tissue.l0_per_mask[0] / downsample), 77)
+        lv = Level(0, size, Size(tile, tile + 2), (downsample, downsample * 1.1), None)
+        assert np.array_equal(tissue.tile_flags(lv), reference_flags(tissue, lv))
+
+
+def test_tissue_json_is_built_in_a_worker_thread_once_per_version_and_level(
+    fixture_dir: dict[str, FixtureSet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fs = fixture_dir["sparse"]
+    layout = assemble([index_instance(p) for p in sorted(fs.directory.iterdir())])
+    slide = Slide(layout.series_uid, fs.name, DicomReader(layout))
+    service = SimpleNamespace(cache=MemoryCache(64 * 1024 * 1024), tiles=compose.DecodedTiles())
+    threads: list[int] = []
+    real = TissueMask.tile_flags
+
+    def spy(self: TissueMask, level: Level) -> np.ndarray:
+        threads.append(threading.get_ident())
+        return real(self, level)
+
+    monkeypatch.setattr(TissueMask, "tile_flags", spy)
+
+    async def main() -> tuple[list[bytes], int]:
+        levels = [slide.levels[i] for i in (0, 0, 1, 1)]
+        bodies = [await tissue_json(service, slide, lv) for lv in levels]  # type: ignore[arg-type]
+        return bodies, threading.get_ident()
+
+    try:
+        bodies, loop_thread = anyio.run(main)
+    finally:
+        slide.close()
+    assert len(threads) == 2 and loop_thread not in threads  # one build per level, off-loop
+    assert bodies[0] == bodies[1] and bodies[2] == bodies[3]
+    first = orjson.loads(bodies[0])
+    grid = slide.levels[0].grid
+    assert first["level"] == 0 and first["grid"] == [grid.width, grid.height]

@@ -19,7 +19,6 @@ footprint is mapped to mask pixels rounding outwards, so tiles at the tissue bor
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,27 +51,29 @@ class TissueMask:
     def tile_flags(self, level: Level) -> Mask:
         """``[row, col]`` True where a tile of ``level`` covers any tissue."""
         grid = level.grid
-        flags = np.zeros((grid.height, grid.width), dtype=bool)
         if not self.mask.any():
-            return flags
-        # An integral image answers "any tissue in this rectangle" in O(1) per tile.
-        summed = np.pad(self.mask.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-        for t_row in range(grid.height):
-            for t_col in range(grid.width):
-                y0, y1, x0, x1 = self._mask_bounds(level, level.tile_region(t_col, t_row))
-                total = summed[y1, x1] - summed[y0, x1] - summed[y1, x0] + summed[y0, x0]
-                flags[t_row, t_col] = total > 0
-        return flags
-
-    def _mask_bounds(self, level: Level, l_region: Region) -> tuple[int, int, int, int]:
-        sx = level.downsample[0] / self.l0_per_mask[0]
-        sy = level.downsample[1] / self.l0_per_mask[1]
+            return np.zeros((grid.height, grid.width), dtype=bool)
+        # An integral image answers "any tissue in this rectangle" with four lookups; the
+        # footprints' mask bounds are separable (x by column, y by row), so all tiles at once.
         h, w = self.mask.shape
-        x0 = min(w - 1, max(0, math.floor(l_region.x * sx)))
-        y0 = min(h - 1, max(0, math.floor(l_region.y * sy)))
-        x1 = max(x0 + 1, min(w, math.ceil(l_region.right * sx)))
-        y1 = max(y0 + 1, min(h, math.ceil(l_region.bottom * sy)))
-        return y0, y1, x0, x1
+        summed = np.zeros((h + 1, w + 1), dtype=np.int32)  # at most MAX_PIXELS: fits
+        inner = summed[1:, 1:]
+        np.cumsum(self.mask, axis=1, dtype=np.int32, out=inner)  # rows first: contiguous
+        np.cumsum(inner, axis=0, out=inner)
+        x0, x1 = _mask_bounds(
+            level.size.width, level.tile_size.width, level.downsample[0] / self.l0_per_mask[0], w
+        )
+        y0, y1 = _mask_bounds(
+            level.size.height, level.tile_size.height, level.downsample[1] / self.l0_per_mask[1], h
+        )
+        total = (
+            summed[np.ix_(y1, x1)]
+            - summed[np.ix_(y0, x1)]
+            - summed[np.ix_(y1, x0)]
+            + summed[np.ix_(y0, x0)]
+        )
+        flags: Mask = total > 0
+        return flags
 
     def png(self) -> bytes:
         """The mask as an 8-bit PNG (255 = tissue), method facts in text chunks."""
@@ -100,6 +101,18 @@ class TissueMask:
             int(level) if level else None,
             int(text["threshold"]),
         )
+
+
+def _mask_bounds(
+    l_size: int, l_tile: int, mask_per_l: float, m_size: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Per tile along one axis: the mask pixels ``[start, stop)`` under its valid area,
+    rounded outwards, at least one pixel, clipped to the mask."""
+    l_start = np.arange(0, l_size, l_tile, dtype=np.int64)
+    l_stop = np.minimum(l_start + l_tile, l_size)
+    start = np.clip(np.floor(l_start * mask_per_l), 0, m_size - 1).astype(np.intp)
+    stop = np.minimum(m_size, np.ceil(l_stop * mask_per_l)).astype(np.intp)
+    return start, np.maximum(start + 1, stop)
 
 
 def saturation(pixels: compose.Pixels) -> npt.NDArray[np.uint8]:

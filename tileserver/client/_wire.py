@@ -139,6 +139,14 @@ def decode_npy(data: bytes) -> Pixels:
     return np.asarray(array, dtype=np.uint8)
 
 
+def check_iteration(batch_size: int, concurrency: int) -> None:
+    """``ValueError`` unless both ``iter_tiles`` knobs are at least 1."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be positive")
+    if concurrency < 1:
+        raise ValueError("concurrency must be positive")
+
+
 def batches(addresses: Sequence[TileAddress], size: int) -> list[list[TileAddress]]:
     if size < 1:
         raise ValueError("batch_size must be positive")
@@ -233,7 +241,9 @@ def _parts(body: bytes, delimiter: bytes) -> Iterator[StoredTile]:
     pos = 0
     while True:
         start = body.find(delimiter, pos)
-        if start < 0 or body.startswith(b"--", start + len(delimiter)):
+        if start < 0:  # a body cut between parts: tiles may be missing
+            raise TileClientError("truncated multipart body: no closing delimiter")
+        if body.startswith(b"--", start + len(delimiter)):
             return
         head_start = start + len(delimiter) + 2
         head_end = body.find(b"\r\n\r\n", head_start)

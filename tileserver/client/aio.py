@@ -19,6 +19,7 @@ from tileserver.client._wire import (
     batch_path,
     batches,
     check,
+    check_iteration,
     decode_npy,
     decode_png,
     grid_addresses,
@@ -35,7 +36,9 @@ Batch = list[tuple[TileAddress, Pixels]]
 class AsyncTileClient:
     """Async client of one tileserver; ``async with AsyncTileClient(url) as client: ...``.
 
-    Decoding (PNG, npy) runs in a worker thread so the event loop keeps serving.
+    Decoding (PNG, npy) and resizing run in worker threads (``asyncio.to_thread``) so the
+    event loop keeps serving; multipart parsing (``read_stored``) only slices bytes and
+    stays on the loop.
     """
 
     def __init__(
@@ -105,7 +108,7 @@ class AsyncTileClient:
         url = f"{slide_path(slide_id)}/region"
         params = region_params(level, x, y, width, height)
         response = await self.request("GET", url, params=params)
-        return decode_npy(response.content)
+        return await asyncio.to_thread(decode_npy, response.content)
 
     async def region_at_mpp(
         self, slide_id: str, *, mpp: float, x: int, y: int, width: int, height: int
@@ -133,7 +136,7 @@ class AsyncTileClient:
     async def read_tiles(self, slide_id: str, addresses: Sequence[TileAddress]) -> Pixels:
         body = batch_body(addresses, "npy")
         response = await self.request("POST", batch_path(slide_id), json=body)
-        return decode_npy(response.content)
+        return await asyncio.to_thread(decode_npy, response.content)
 
     async def read_stored(
         self, slide_id: str, addresses: Sequence[TileAddress]
@@ -142,7 +145,7 @@ class AsyncTileClient:
         response = await self.request("POST", batch_path(slide_id), json=body)
         return parse_multipart(response.headers["content-type"], response.content)
 
-    async def iter_tiles(
+    def iter_tiles(
         self,
         slide_id: str,
         level: int = 0,
@@ -150,12 +153,19 @@ class AsyncTileClient:
         tissue_only: bool = True,
         concurrency: int = 4,
     ) -> AsyncIterator[Batch]:
-        """Batches of ``(address, pixels)`` in row-major order, ``concurrency`` in flight."""
+        """Batches of ``(address, pixels)`` in row-major order, ``concurrency`` in flight
+        (``async for``); ``ValueError`` at once when a knob is below 1."""
+        check_iteration(batch_size, concurrency)
+        return self._iter_tiles(slide_id, level, batch_size, tissue_only, concurrency)
+
+    async def _iter_tiles(
+        self, slide_id: str, level: int, batch_size: int, tissue_only: bool, concurrency: int
+    ) -> AsyncIterator[Batch]:
         plan = batches(await self.tile_addresses(slide_id, level, tissue_only), batch_size)
         pending: list[asyncio.Task[Pixels]] = []
         try:
             for index, chunk in enumerate(plan):
-                while len(pending) < max(1, concurrency) and index + len(pending) < len(plan):
+                while len(pending) < concurrency and index + len(pending) < len(plan):
                     ahead = plan[index + len(pending)]
                     pending.append(asyncio.create_task(self.read_tiles(slide_id, ahead)))
                 stack = await pending.pop(0)

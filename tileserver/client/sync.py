@@ -19,6 +19,7 @@ from tileserver.client._wire import (
     batch_body,
     batches,
     check,
+    check_iteration,
     decode_npy,
     decode_png,
     grid_addresses,
@@ -173,9 +174,18 @@ class TileClient:
         concurrency: int = 4,
     ) -> Iterator[Batch]:
         """Batches of ``(address, pixels)`` over a level in row-major order, with up to
-        ``concurrency`` batch requests in flight; ``tissue_only`` skips background tiles."""
+        ``concurrency`` batch requests in flight; ``tissue_only`` skips background tiles.
+
+        ``ValueError`` at once when ``batch_size`` or ``concurrency`` is below 1.
+        """
+        check_iteration(batch_size, concurrency)
+        return self._iter_tiles(slide_id, level, batch_size, tissue_only, concurrency)
+
+    def _iter_tiles(
+        self, slide_id: str, level: int, batch_size: int, tissue_only: bool, concurrency: int
+    ) -> Iterator[Batch]:
         plan = batches(self.tile_addresses(slide_id, level, tissue_only), batch_size)
-        with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="tileclient") as pool:
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="tileclient") as pool:
             pending: list[Future[Pixels]] = []
             try:
                 for index, chunk in enumerate(plan):

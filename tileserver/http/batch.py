@@ -9,29 +9,37 @@
 * ``npy``: one ``(n, h, w, 3)`` uint8 array of decoded RGB tiles; every requested level
   must share one tile size, and edge and absent tiles are padded with background (255).
 
-Frames of one file are read with coalesced ``os.pread`` calls
-(``tileserver.readers.coalesce``), in worker threads, a chunk at a time. Every address is
-checked before the first byte is sent; a read that fails later aborts the stream.
+The body is read up to ``MAX_BODY`` bytes (400 beyond). Frames of one file are read with
+coalesced ``os.pread`` calls (``tileserver.readers.coalesce``), in worker threads, a chunk
+at a time: at most ``CHUNK`` tiles and about ``CHUNK_BYTES`` of decoded pixels a chunk,
+``READ_AHEAD`` chunks ahead of the one being sent. Every address (and the optical path of
+every requested level) is checked before the first byte is sent; a read that fails later
+aborts the stream.
 
 ``GET /slides/{id}/tissue`` returns the tissue mask (``tileserver.tissue``) as a PNG, or
-with ``?format=json`` its size and the tile flags of level ``?level=N`` (default 0).
+with ``?format=json`` its size and the tile flags of level ``?level=N`` (default 0). Both
+are computed in a worker thread and kept in the service cache per slide version (and
+level).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import io
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import numpy as np
 import orjson
 from anyio import to_thread
+from anyio.abc import TaskGroup
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Send
 
 from tileserver import codec, compose, tissue
 from tileserver.cache import coalesce, make_key, pack, unpack
@@ -40,16 +48,21 @@ from tileserver.errors import InvalidRequestError, LimitExceededError
 from tileserver.formats import NPY, OCTET_STREAM, PNG, EncodedTile
 from tileserver.geometry import Size
 from tileserver.http.params import format_param, int_param
-from tileserver.http.responses import etag_for, image_response, json_response
+from tileserver.http.responses import etag_for, image_response
 from tileserver.http.state import service_of
-from tileserver.readers.coalesce import read_tiles
+from tileserver.readers.coalesce import check_plane, read_tiles
 from tileserver.service import TileService
-from tileserver.slide import Slide
+from tileserver.slide import Level, Slide
 
 MAX_BATCH = 1024
+#: Request body limit: room for MAX_BATCH ``[level, col, row]`` entries, even indented.
+MAX_BODY = MAX_BATCH * 64 + 4096
 CHUNK = 64
+#: Decoded RGB bytes a chunk may hold (a larger tile gets a chunk of its own).
+CHUNK_BYTES = 16 * 1024 * 1024
 #: Chunks read ahead of the one being sent.
 READ_AHEAD = 2
+JSON = "application/json"
 
 Address = tuple[int, int, int]
 
@@ -60,24 +73,39 @@ Address = tuple[int, int, int]
 async def post_batch(request: Request) -> Response:
     service = service_of(request)
     slide = await service.slide(request.path_params["slide_id"])
-    addresses, fmt, plane = _parse_batch(await request.body(), slide)
-    chunks = [addresses[i : i + CHUNK] for i in range(0, len(addresses), CHUNK)] or [[]]
+    addresses, fmt, plane = _parse_batch(await _read_body(request), slide)
     work: Callable[[Sequence[Address]], bytes]
     if fmt == "raw":
         boundary = secrets.token_hex(16)
         work = functools.partial(_multipart_chunk, slide, plane=plane, boundary=boundary)
         prefix, suffix = b"", f"--{boundary}--\r\n".encode()
         media_type = f"multipart/mixed; boundary={boundary}"
+        tile_size = _largest_tile_size(slide, addresses)
     else:
         tile_size = _uniform_tile_size(slide, addresses)
         work = functools.partial(_pixels_chunk, slide, plane=plane, size=tile_size)
         prefix, suffix = _npy_header((len(addresses), tile_size.height, tile_size.width, 3)), b""
         media_type = NPY
+    chunks = plan_chunks(addresses, tile_size.area * 3)
     # The first chunk is read before the response starts, so its errors get a status.
     first = prefix + await to_thread.run_sync(work, chunks[0])
     if len(chunks) == 1:
         return Response(first + suffix, media_type=media_type)
-    return StreamingResponse(_stream(first, chunks[1:], work, suffix), media_type=media_type)
+    return ReadAheadResponse(first, chunks[1:], work, suffix, media_type)
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, refused (``LimitExceededError``) past ``MAX_BODY`` bytes before
+    more than that is held."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise LimitExceededError(f"batch body of {declared} bytes (limit {MAX_BODY})")
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > MAX_BODY:
+            raise LimitExceededError(f"batch body over {MAX_BODY} bytes")
+    return bytes(body)
 
 
 def _parse_batch(body: bytes, slide: Slide) -> tuple[list[Address], str, Plane]:
@@ -98,7 +126,10 @@ def _parse_batch(body: bytes, slide: Slide) -> tuple[list[Address], str, Plane]:
         raise InvalidRequestError(f"focal plane {plane.focal_plane} does not exist")
     if plane.optical_path >= max(1, len(slide.optical_paths)):
         raise InvalidRequestError(f"optical path {plane.optical_path} does not exist")
-    return [_address(t, slide) for t in tiles], fmt, plane
+    addresses = [_address(t, slide) for t in tiles]
+    for level in sorted({a[0] for a in addresses}):
+        check_plane(slide, level, plane.focal_plane, plane.optical_path)
+    return addresses, fmt, plane
 
 
 def _index(value: object, name: str) -> int:
@@ -119,6 +150,11 @@ def _address(entry: object, slide: Slide) -> Address:
     return level, col, row
 
 
+def _largest_tile_size(slide: Slide, addresses: Sequence[Address]) -> Size:
+    sizes = {slide.levels[level].tile_size for level, _, _ in addresses}
+    return max(sizes, key=lambda s: s.area, default=Size(0, 0))
+
+
 def _uniform_tile_size(slide: Slide, addresses: Sequence[Address]) -> Size:
     sizes = {slide.levels[level].tile_size for level, _, _ in addresses}
     if len(sizes) > 1:
@@ -126,26 +162,95 @@ def _uniform_tile_size(slide: Slide, addresses: Sequence[Address]) -> Size:
     return sizes.pop() if sizes else Size(0, 0)
 
 
-async def _stream(
-    first: bytes,
-    rest: Sequence[Sequence[Address]],
+def plan_chunks(addresses: Sequence[Address], tile_bytes: int) -> list[list[Address]]:
+    """``addresses`` in order, split into chunks of at most ``CHUNK`` tiles and
+    ``CHUNK_BYTES`` (one tile a chunk when a tile alone is larger); never no chunk."""
+    per_chunk = max(1, min(CHUNK, CHUNK_BYTES // max(1, tile_bytes)))
+    return [list(addresses[i : i + per_chunk]) for i in range(0, len(addresses), per_chunk)] or [[]]
+
+
+@dataclass
+class _Slot:
+    """One chunk's result, filled by a worker thread, taken in order by the sender."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    value: bytes = b""
+    error: Exception | None = None
+
+
+async def read_ahead(
+    chunks: Sequence[Sequence[Address]],
     work: Callable[[Sequence[Address]], bytes],
-    suffix: bytes = b"",
-) -> AsyncIterator[bytes]:
-    """``first``, then ``work`` of each chunk run in a worker thread, a few ahead, in order."""
-    yield first
-    pending: list[asyncio.Task[bytes]] = []
-    try:
-        for index in range(len(rest)):
-            while len(pending) <= READ_AHEAD and index + len(pending) < len(rest):
-                chunk = rest[index + len(pending)]
-                pending.append(asyncio.ensure_future(to_thread.run_sync(work, chunk)))
-            yield await pending.pop(0)
-    finally:
-        for task in pending:
-            task.cancel()
-    if suffix:
-        yield suffix
+    emit: Callable[[bytes], Awaitable[None]],
+) -> None:
+    """``emit(work(chunk))`` for each chunk in order; ``work`` runs in worker threads, at
+    most ``READ_AHEAD + 1`` chunks read or waiting besides the one being emitted. The first
+    failing chunk's error is raised once the chunks before it are emitted."""
+    slots = [_Slot() for _ in chunks]
+    window = anyio.Semaphore(READ_AHEAD + 1)
+
+    async def read(slot: _Slot, chunk: Sequence[Address]) -> None:
+        try:
+            slot.value = await to_thread.run_sync(work, chunk)
+        except Exception as exc:  # raised in order, by the sender
+            slot.error = exc
+        slot.done.set()
+
+    async def start_reads(group: TaskGroup) -> None:
+        for slot, chunk in zip(slots, chunks, strict=True):
+            await window.acquire()
+            group.start_soon(read, slot, chunk)
+
+    failure: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(start_reads, group)
+        try:
+            for slot in slots:
+                await slot.done.wait()
+                window.release()
+                if slot.error is not None:
+                    raise slot.error
+                data, slot.value = slot.value, b""
+                await emit(data)
+        except Exception as exc:  # raised below, as itself rather than in a group
+            failure = exc
+            group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+
+
+class ReadAheadResponse(StreamingResponse):
+    """``first``, then each chunk's ``work`` (see ``read_ahead``), then ``suffix``.
+
+    A response rather than a body iterator: the task group must not span a ``yield``.
+    """
+
+    def __init__(
+        self,
+        first: bytes,
+        rest: Sequence[Sequence[Address]],
+        work: Callable[[Sequence[Address]], bytes],
+        suffix: bytes,
+        media_type: str,
+    ) -> None:
+        self.status_code = 200
+        self.media_type = media_type
+        self.background = None
+        self.init_headers(None)
+        self._first, self._rest, self._work, self._suffix = first, rest, work, suffix
+
+    async def stream_response(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+
+        async def emit(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        first, self._first = self._first, b""  # held no longer than needed
+        await emit(first)
+        await read_ahead(self._rest, self._work, emit)
+        await send({"type": "http.response.body", "body": self._suffix, "more_body": False})
 
 
 def _read_chunk(slide: Slide, chunk: Sequence[Address], plane: Plane) -> list[EncodedTile | None]:
@@ -209,12 +314,63 @@ async def get_tissue(request: Request) -> Response:
     slide = await service.slide(request.path_params["slide_id"])
     fmt = format_param(request, "png", ("png", "json"))
     level = slide.level(int_param(request, "level", 0, minimum=0))
-    mask, png = await tissue_mask(service, slide)
     if fmt == "png":
+        png = await tissue_png(service, slide)
         return image_response(request, png, PNG, etag_for(slide.version, tissue.METHOD))
+    return Response(await tissue_json(service, slide, level), media_type=JSON)
+
+
+async def tissue_png(service: TileService, slide: Slide) -> bytes:
+    """The slide's mask as a PNG, from the service cache or computed once (in a thread)."""
+
+    def produce() -> bytes:
+        return tissue.compute(slide, service.tiles).png()
+
+    key = make_key(slide.version, "tissue", slide.id, tissue.METHOD)
+    return await _cached(service, key, PNG, produce)
+
+
+async def tissue_json(service: TileService, slide: Slide, level: Level) -> bytes:
+    """The mask's facts and ``level``'s tile flags as JSON, cached like the PNG."""
+    png = await tissue_png(service, slide)
+
+    def produce() -> bytes:
+        try:
+            mask = tissue.TissueMask.from_png(png)
+        except (ValueError, KeyError, OSError):  # a foreign cache value: recompute
+            mask = tissue.compute(slide, service.tiles)
+        return _tissue_facts(mask, level)
+
+    key = make_key(slide.version, "tissue-json", slide.id, tissue.METHOD, level.index)
+    return await _cached(service, key, JSON, produce)
+
+
+async def _cached(
+    service: TileService, key: str, media_type: str, produce: Callable[[], bytes]
+) -> bytes:
+    """``produce()`` (in a worker thread, once for concurrent callers) unless cached."""
+    blob = await service.cache.get(key)
+    if blob is not None:
+        try:
+            cached_type, data = unpack(blob)
+            if cached_type == media_type:
+                return data
+        except ValueError:
+            pass  # not ours: a miss
+
+    async def build() -> bytes:
+        blob = pack(media_type, await to_thread.run_sync(produce))
+        await service.cache.set(key, blob)
+        return blob
+
+    produced: Callable[[], Awaitable[bytes]] = build
+    return unpack(await coalesce(key, produced))[1]
+
+
+def _tissue_facts(mask: tissue.TissueMask, level: Level) -> bytes:
     flags = mask.tile_flags(level)
     height, width = mask.mask.shape
-    return json_response(
+    return orjson.dumps(
         {
             "method": tissue.METHOD,
             "threshold": mask.threshold,
@@ -226,33 +382,10 @@ async def get_tissue(request: Request) -> Response:
             "level": level.index,
             "grid": [level.grid.width, level.grid.height],
             "tiles_with_tissue": int(flags.sum()),
-            "flags": flags.astype(np.uint8).tolist(),
-        }
+            "flags": flags.astype(np.uint8),
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
     )
-
-
-async def tissue_mask(service: TileService, slide: Slide) -> tuple[tissue.TissueMask, bytes]:
-    """The slide's mask and its PNG, from the service cache or computed once."""
-    key = make_key(slide.version, "tissue", slide.id, tissue.METHOD)
-    blob = await service.cache.get(key)
-    if blob is not None:
-        try:
-            png = unpack(blob)[1]
-            return tissue.TissueMask.from_png(png), png
-        except (ValueError, KeyError, OSError):
-            pass  # not ours: a miss
-
-    async def build() -> bytes:
-        def produce() -> bytes:
-            return tissue.compute(slide, service.tiles).png()
-
-        blob = pack(PNG, await to_thread.run_sync(produce))
-        await service.cache.set(key, blob)
-        return blob
-
-    produced: Callable[[], Awaitable[bytes]] = build
-    png = unpack(await coalesce(key, produced))[1]
-    return tissue.TissueMask.from_png(png), png
 
 
 routes = [

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 
 from tileserver.loadtest.results import summary, table
-from tileserver.loadtest.runner import Plan, run
+from tileserver.loadtest.runner import Plan, StartError, run
 from tileserver.loadtest.scenarios import PATTERNS
 
 __all__ = ["Plan", "build_parser", "main", "run"]
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plan = plan_from_args(args)
         recorder, elapsed = asyncio.run(run(plan))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, StartError) as exc:
         print(f"loadtest: {exc}", file=sys.stderr)
         return 2
     result = summary(plan.pattern, recorder, elapsed)

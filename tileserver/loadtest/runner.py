@@ -25,6 +25,10 @@ from tileserver.loadtest.scenarios import (
 CallSource = Callable[[random.Random], Iterator[Call]]
 
 
+class StartError(Exception):
+    """The run could not start: the server did not answer its setup requests."""
+
+
 @dataclass(frozen=True)
 class Plan:
     url: str
@@ -45,7 +49,10 @@ async def run(plan: Plan) -> tuple[Recorder, float]:
         max_connections=plan.concurrency, max_keepalive_connections=plan.concurrency
     )
     async with httpx.AsyncClient(base_url=plan.url, timeout=plan.timeout_s, limits=limits) as http:
-        source = await _source(http, plan)
+        try:
+            source = await _source(http, plan)
+        except httpx.HTTPError as exc:
+            raise StartError(f"cannot start against {plan.url}: {_one_line(exc)}") from exc
         recorder = Recorder()
         budget = _Budget(plan.requests, plan.duration_s)
         bar = _progress(plan)
@@ -62,6 +69,11 @@ async def run(plan: Plan) -> tuple[Recorder, float]:
             if bar is not None:
                 bar.close()
         return recorder, time.perf_counter() - budget.started
+
+
+def _one_line(exc: httpx.HTTPError) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 class _Budget:

@@ -82,32 +82,38 @@ def read_tiles(
 ) -> list[EncodedTile | None]:
     """Stored bytes of each ``(col, row)`` of one level (None: absent sparse tile).
 
-    Addresses must be valid (checked by the caller). DICOM slides read through
-    ``plan_reads``; other readers fall back to one read per tile.
+    Addresses must be valid (checked by the caller); plane indexes are the slide's, mapped
+    per level as single-tile reads map them. DICOM slides read through ``plan_reads`` on
+    the reader's descriptors, each checked to be unchanged since indexing; other readers
+    fall back to one read per tile.
     """
     reader = slide.reader
     if not isinstance(reader, DicomReader):
         return [_read_one(slide, level, c, r, focal_plane, optical_path) for c, r in tiles]
     grid = reader.layout.levels[level]
-    frames = [int(grid.tile_map[optical_path, focal_plane, r, c]) for c, r in tiles]
-    present = [i for i, f in enumerate(frames) if f >= 0]
-    spans = [_frame_span(grid.frames[frames[i]]) for i in present]
+    stored = [
+        (index, frame)
+        for index, (col, row) in enumerate(tiles)
+        if (frame := reader.frame_number(level, col, row, focal_plane, optical_path)) is not None
+    ]
+    spans = [_frame_span(grid.frames[frame]) for _, frame in stored]
     out: list[EncodedTile | None] = [None] * len(tiles)
-    fds: dict[int, int] = {}
-    try:
-        for run in plan_reads(spans):
-            path = grid.files[run.file]
-            try:
-                if run.file not in fds:
-                    fds[run.file] = os.open(path, os.O_RDONLY)
-                data = os.pread(fds[run.file], run.length, run.offset)
-            except OSError as exc:  # deleted or unreadable under a running server
-                raise CorruptSlideError(f"{path}: {exc.strerror or exc}") from exc
-            _place(out, data, run, spans, present, grid, frames)
-    finally:
-        for fd in fds.values():
-            os.close(fd)
+    for run in plan_reads(spans):
+        path = grid.files[run.file]
+        fd = reader.file_descriptor(path)  # raises for a file rewritten since indexing
+        try:
+            data = os.pread(fd, run.length, run.offset)
+        except OSError as exc:
+            raise CorruptSlideError(f"{path}: {exc.strerror or exc}") from exc
+        _place(out, data, run, spans, stored, grid)
     return out
+
+
+def check_plane(slide: Slide, level: int, focal_plane: int, optical_path: int) -> None:
+    """``NotFoundError`` when ``level`` lacks the slide's optical path ``optical_path``
+    (a DICOM level may hold fewer paths than level 0)."""
+    if isinstance(slide.reader, DicomReader):
+        slide.reader.frame_number(level, 0, 0, focal_plane, optical_path)
 
 
 def _place(
@@ -115,15 +121,14 @@ def _place(
     data: bytes,
     run: ReadRun,
     spans: Sequence[Span],
-    present: Sequence[int],
+    stored: Sequence[tuple[int, int]],
     grid: FrameGrid,
-    frames: Sequence[int],
 ) -> None:
+    header = grid.headers[run.file]
     for member in run.members:
-        index = present[member]
-        fragments = int(grid.frames[frames[index]]["fragments"])
+        index, frame = stored[member]
+        fragments = int(grid.frames[frame]["fragments"])
         payload = _slice(data, run, spans[member], fragments, grid.files[run.file])
-        header = grid.headers[run.file]
         out[index] = EncodedTile(payload, header.transfer_syntax, header.pixel_format)
 
 

@@ -81,15 +81,25 @@ class DicomReader:
     def read_tile(
         self, level: int, col: int, row: int, focal_plane: int = 0, optical_path: int = 0
     ) -> EncodedTile:
-        grid = self.layout.levels[level]
+        frame = self.frame_number(level, col, row, focal_plane, optical_path)
+        if frame is None:
+            raise TileAbsentError(f"tile ({col}, {row}) of level {level} is not stored")
+        return self._read_frame(self.layout.levels[level], frame)
+
+    def frame_number(
+        self, level: int, col: int, row: int, focal_plane: int = 0, optical_path: int = 0
+    ) -> int | None:
+        """Frame of a tile within ``layout.levels[level]`` (None: an absent sparse tile).
+
+        ``focal_plane`` and ``optical_path`` are the slide's indexes, mapped to the
+        level's own by value; ``NotFoundError`` when the level lacks the optical path.
+        """
         path = self._paths[level][optical_path]
         if path < 0:
             raise NotFoundError(f"level {level} has no optical path {optical_path}")
         plane = self._planes[level][focal_plane]
-        frame = int(grid.tile_map[path, plane, row, col])
-        if frame < 0:
-            raise TileAbsentError(f"tile ({col}, {row}) of level {level} is not stored")
-        return self._read_frame(grid, frame)
+        frame = int(self.layout.levels[level].tile_map[path, plane, row, col])
+        return frame if frame >= 0 else None
 
     def read_associated(self, name: str, col: int = 0, row: int = 0) -> EncodedTile:
         grid = self.layout.associated.get(name)
@@ -153,6 +163,19 @@ class DicomReader:
             if (stat.st_size, stat.st_mtime_ns) != identity:
                 changed.append(path)
         return changed
+
+    def file_descriptor(self, path: str) -> int:
+        """A shared read-only descriptor of one of the series' files (``os.pread`` only;
+        never close it), after checking the file is still as indexed.
+
+        ``CorruptSlideError`` when it changed (``on_changed`` is told) or cannot be opened.
+        """
+        try:
+            fd = self._fd(path)
+            self._check_unchanged(fd, path)
+        except OSError as exc:
+            raise CorruptSlideError(f"{path}: {exc.strerror or exc}") from exc
+        return fd
 
     def _check_unchanged(self, fd: int, path: str) -> None:
         """Offsets are only valid for the file as indexed: refuse to read a rewritten one."""
