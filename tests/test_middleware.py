@@ -19,7 +19,7 @@ async def boom(request: Request) -> Response:
 
 
 async def big_json(request: Request) -> Response:
-    return JSONResponse({"items": list(range(500))})
+    return JSONResponse({"items": list(range(int(request.query_params.get("n", 500))))})
 
 
 def app(origins: str = "*") -> Starlette:
@@ -83,3 +83,9 @@ def test_json_is_gzipped_only_when_accepted() -> None:
     assert zipped.headers["content-encoding"] == "gzip" and len(zipped.json()["items"]) == 500
     plain = request(app(), "GET", "/json", {"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers
+
+
+def test_large_json_is_gzipped_too() -> None:
+    zipped = request(app(), "GET", "/json?n=100000", {"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.json()["items"][-1] == 99_999

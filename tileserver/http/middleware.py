@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Any
 
+from anyio import to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tileserver.http.metrics import Metrics
@@ -147,7 +148,10 @@ class GzipTextMiddleware:
 async def _send_compressed(send: Send, start: Message, body: bytes, minimum: int) -> None:
     headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
     if len(body) >= minimum:
-        body = gzip.compress(body, compresslevel=5)
+        if len(body) > 256 * 1024:  # big documents compress off the event loop
+            body = await to_thread.run_sync(gzip.compress, body, 5)
+        else:
+            body = gzip.compress(body, compresslevel=5)
         headers += [(b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding")]
     headers.append((b"content-length", str(len(body)).encode()))
     await send({**start, "headers": headers})
