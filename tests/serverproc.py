@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+from fixtures import FixtureSet
 
 
 def free_port() -> int:
@@ -90,3 +95,23 @@ def eventually(check: Callable[[], bool], timeout: float = 15.0, interval: float
             return True
         time.sleep(interval)
     return False
+
+
+@contextmanager
+def serving_cases(
+    fixture_dir: Mapping[str, FixtureSet],
+    cases: Sequence[str],
+    workdir: Path,
+    *,
+    extra_slides: Sequence[Path] = (),
+    **options: Any,
+) -> Iterator[ServerProcess]:
+    """A server over copies of some fixture cases (one subdirectory each) in ``workdir``."""
+    root = workdir / "slides"
+    for case in cases:
+        shutil.copytree(fixture_dir[case].directory, root / case)
+    process = ServerProcess([root, *extra_slides], workdir, **options).start()
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -13,7 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from serverproc import ServerProcess
+from serverproc import ServerProcess, serving_cases
 
 from fixtures import FixtureSet, tissue_mask
 from fixtures.attributes import SeriesContext
@@ -30,14 +30,9 @@ CASES = ("jpeg_bot", "sparse", "jpeg_multifragment_bot", "native_explicit")
 def server(
     tmp_path_factory: pytest.TempPathFactory, fixture_dir: dict[str, FixtureSet]
 ) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("slides")
-    for case in CASES:
-        shutil.copytree(fixture_dir[case].directory, root / case)
-    process = ServerProcess([root], tmp_path_factory.mktemp("server")).start()
-    try:
+    workdir = tmp_path_factory.mktemp("server")
+    with serving_cases(fixture_dir, CASES, workdir) as process:
         yield process.url
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

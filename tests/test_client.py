@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-import shutil
 import subprocess
 import sys
 import threading
@@ -12,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from serverproc import ServerProcess
+from serverproc import serving_cases
 
 from fixtures import FixtureSet, tissue_mask
 from tileserver import compose
@@ -38,14 +37,9 @@ CASES = ("jpeg_bot", "sparse", "native_explicit")
 def server(
     tmp_path_factory: pytest.TempPathFactory, fixture_dir: dict[str, FixtureSet]
 ) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("slides")
-    for case in CASES:
-        shutil.copytree(fixture_dir[case].directory, root / case)
-    process = ServerProcess([root], tmp_path_factory.mktemp("server")).start()
-    try:
+    workdir = tmp_path_factory.mktemp("server")
+    with serving_cases(fixture_dir, CASES, workdir) as process:
         yield process.url
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.server
 import io
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from serverproc import ServerProcess
+from serverproc import serving_cases
 
 from fixtures import FixtureSet
 
@@ -31,17 +30,6 @@ STATIC = {
     "/dicomweb-client.js": NODE_MODULES / "dicomweb-client" / "build" / "dicomweb-client.js",
 }
 DMV_DIST = NODE_MODULES / "dicom-microscopy-viewer" / "dist" / "dynamic-import"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CASES = ("jpeg_bot", "sparse", "j2k_lossless")
 VIEW = (800, 600)  # the harness's #viewer, in CSS pixels
 CENTRE = (200, 150, 600, 450)  # x0, y0, x1, y1: away from the overview map and scale bar
@@ -88,28 +76,9 @@ def page_origin() -> Iterator[str]:
 def dicomweb(
     fixture_dir: dict[str, FixtureSet], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("dmv-slides")
-    for case in CASES:
-        shutil.copytree(fixture_dir[case].directory, root / case)
-    process = ServerProcess([root], tmp_path_factory.mktemp("dmv-server")).start()
-    try:
+    workdir = tmp_path_factory.mktemp("dmv-server")
+    with serving_cases(fixture_dir, CASES, workdir) as process:
         yield f"{process.url}/dicomweb"
-    finally:
-        process.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.fail("Debian chromium is missing: .ci/run installs it (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 QUIET = """() => {

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serverproc import ServerProcess, free_port
+from serverproc import free_port, serving_cases
 
 from fixtures import FixtureSet
 from tileserver.cli import main as cli_main
@@ -23,14 +22,9 @@ KEYS = {"pattern", "requests", "errors", "rps", "duration_s", "latency_ms", "sta
 def server(
     tmp_path_factory: pytest.TempPathFactory, fixture_dir: dict[str, FixtureSet]
 ) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("slides")
-    for case in ("jpeg_bot", "sparse"):
-        shutil.copytree(fixture_dir[case].directory, root / case)
-    process = ServerProcess([root], tmp_path_factory.mktemp("server")).start()
-    try:
+    workdir = tmp_path_factory.mktemp("server")
+    with serving_cases(fixture_dir, ("jpeg_bot", "sparse"), workdir) as process:
         yield process.url
-    finally:
-        process.stop()
 
 
 @pytest.mark.parametrize("pattern", ["viewer", "random", "scan"])
