@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from serverproc import ServerProcess, eventually
+from serverproc import ServerProcess, eventually, serving_cases
 
 from fixtures import FixtureSet
 
@@ -290,3 +290,14 @@ def test_derived_images_embed_the_slide_icc_profile(
     profile = Image.open(io.BytesIO(response.content)).info.get("icc_profile")
     header = pydicom.dcmread(fs.level(0).paths[0], stop_before_pixels=True)
     assert profile == bytes(header.OpticalPathSequence[0].ICCProfile)
+
+
+def test_granian_serves_the_same_app(tmp_path: Path, fixture_dir: dict[str, FixtureSet]) -> None:
+    fs = fixture_dir["jpeg_bot"]
+    with serving_cases(
+        fixture_dir, ["jpeg_bot"], tmp_path, extra_args=["--server", "granian", "--workers", "2"]
+    ) as server:
+        tile = httpx.get(f"{server.url}/slides/{fs.series_uid}/tiles/0/0/0")
+        assert tile.content == fs.level(0).instances[0].read_frame(0)
+        error = httpx.get(f"{server.url}/slides/unknown")
+        assert error.status_code == 404 and error.headers["access-control-allow-origin"] == "*"

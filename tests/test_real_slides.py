@@ -126,3 +126,11 @@ def test_catalog_round_trip_serves_the_same_bytes(real_slides: Path, tmp_path: P
                     assert slide.read_tile_bytes(level.index, col, row) == direct.read_tile_bytes(
                         level.index, col, row
                     )
+
+
+def test_cached_reads_never_wait_and_equal_normal_reads(real_slides: Path) -> None:
+    slide = open_slide(real_slides / "gcp-converter-jpeg.dcm")
+    assert slide.read_tile_bytes_if_cached(0, 1, 1) is None  # file not open yet: no wait
+    expected = slide.read_tile_bytes(0, 1, 1)  # opens the file, pages now cached
+    cached = slide.read_tile_bytes_if_cached(0, 1, 1)
+    assert cached is not None and cached.data == expected.data

@@ -60,6 +60,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--workers", type=int)
+    parser.add_argument(
+        "--server",
+        choices=("uvicorn", "granian"),
+        help="ASGI server (granian needs the 'fast' extra)",
+    )
     parser.add_argument("--redis-url", dest="redis_url")
     parser.add_argument("--cache-bytes", dest="cache_bytes", type=int)
     parser.add_argument("--rescan-interval", dest="rescan_interval", type=float)

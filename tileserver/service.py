@@ -66,6 +66,13 @@ class TileService:
         """Stored bytes of one frame: a lookup and one pread, no decoding."""
         timings = timings or Timings()
         with timings.measure("read"):
+            # Page-cache hits are read right here; only a read that would wait on the disk
+            # pays for the hop to a worker thread.
+            cached = slide.read_tile_bytes_if_cached(
+                level, col, row, plane.focal_plane, plane.optical_path
+            )
+            if cached is not None:
+                return cached
             return await to_thread.run_sync(
                 slide.read_tile_bytes, level, col, row, plane.focal_plane, plane.optical_path
             )

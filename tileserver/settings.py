@@ -22,6 +22,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    #: ASGI server: "uvicorn" (default) or "granian" (the ``fast`` extra).
+    server: str = "uvicorn"
     redis_url: str | None = None
     #: Bytes of derived images kept in the in-process cache.
     cache_bytes: int = 256 * 1024 * 1024

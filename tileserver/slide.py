@@ -105,6 +105,24 @@ class Slide:
         self, level: int, t_col: int, t_row: int, focal_plane: int = 0, optical_path: int = 0
     ) -> EncodedTile:
         """Stored bytes and media type of one tile; no decoding."""
+        self._check_address(level, t_col, t_row, focal_plane, optical_path)
+        return self.reader.read_tile(level, t_col, t_row, focal_plane, optical_path)
+
+    def read_tile_bytes_if_cached(
+        self, level: int, t_col: int, t_row: int, focal_plane: int = 0, optical_path: int = 0
+    ) -> EncodedTile | None:
+        """Like ``read_tile_bytes`` when that cannot wait on the disk, else None (the
+        reader has no such read, or the bytes are not in the page cache)."""
+        self._check_address(level, t_col, t_row, focal_plane, optical_path)
+        read = getattr(self.reader, "read_tile_if_cached", None)
+        if read is None:
+            return None
+        tile: EncodedTile | None = read(level, t_col, t_row, focal_plane, optical_path)
+        return tile
+
+    def _check_address(
+        self, level: int, t_col: int, t_row: int, focal_plane: int, optical_path: int
+    ) -> None:
         grid = self.level(level).grid
         if not (0 <= t_col < grid.width and 0 <= t_row < grid.height):
             raise InvalidRequestError(
@@ -115,7 +133,6 @@ class Slide:
             raise InvalidRequestError(f"focal plane {focal_plane} does not exist")
         if not 0 <= optical_path < max(1, len(self.optical_paths)):
             raise InvalidRequestError(f"optical path {optical_path} does not exist")
-        return self.reader.read_tile(level, t_col, t_row, focal_plane, optical_path)
 
     def read_associated_bytes(self, name: str, t_col: int = 0, t_row: int = 0) -> EncodedTile:
         image = self.associated.get(name)

@@ -1,12 +1,12 @@
-"""Run the app under uvicorn (uvloop + httptools), one or several worker processes."""
+"""Run the app under uvicorn (uvloop + httptools; the default) or granian, N worker processes."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import fields
 
-import uvicorn
-
+from tileserver.errors import UnsupportedError
 from tileserver.settings import Settings
 
 
@@ -14,8 +14,18 @@ def run(settings: Settings) -> int:
     """Serve until interrupted; workers > 1 share the catalog through the environment."""
     _export(settings)
     print(f"tileserver: viewer at http://{settings.host}:{settings.port}/", flush=True)
+    runner = SERVERS.get(settings.server)
+    if runner is None:
+        raise UnsupportedError(f"unknown server {settings.server!r}: {', '.join(SERVERS)}")
+    runner(settings)
+    return 0
+
+
+def _uvicorn(settings: Settings) -> None:
+    import uvicorn
+
     uvicorn.run(
-        "tileserver.http.server:app_from_env",
+        TARGET,
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -23,10 +33,31 @@ def run(settings: Settings) -> int:
         loop="auto",
         http="auto",
         log_level=settings.log_level,
+        access_log=False,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
-    return 0
+
+
+def _granian(settings: Settings) -> None:
+    try:
+        from granian import Granian
+        from granian.constants import Interfaces
+    except ImportError:
+        raise UnsupportedError("--server granian needs: pip install 'tileserver[fast]'") from None
+    Granian(
+        TARGET,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        factory=True,
+        log_level=settings.log_level,  # type: ignore[arg-type]
+    ).serve()
+
+
+TARGET = "tileserver.http.server:app_from_env"
+SERVERS: dict[str, Callable[[Settings], None]] = {"uvicorn": _uvicorn, "granian": _granian}
 
 
 def app_from_env() -> object:

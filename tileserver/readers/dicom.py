@@ -127,7 +127,26 @@ class DicomReader:
                 return self._read_frame(grid, first + number - 1)
         raise NotFoundError(f"no instance {sop_instance_uid} in this series")
 
-    def _read_frame(self, grid: FrameGrid, frame: int) -> EncodedTile:
+    def read_tile_if_cached(
+        self, level: int, col: int, row: int, focal_plane: int = 0, optical_path: int = 0
+    ) -> EncodedTile | None:
+        """The tile when its bytes are in the page cache (``RWF_NOWAIT``: never waits on the
+        disk, so an event loop may call it), else None: read it in a thread instead."""
+        frame = self.frame_number(level, col, row, focal_plane, optical_path)
+        if frame is None or not _NOWAIT:
+            return None
+        grid = self.layout.levels[level]
+        path = grid.files[int(grid.frames["file"][frame])]
+        if path not in self._fds:
+            return None  # opening a file may wait on the disk
+        try:
+            return self._read_frame(grid, frame, _read_nowait)
+        except BlockingIOError:
+            return None
+
+    def _read_frame(
+        self, grid: FrameGrid, frame: int, read: Callable[[int, int, int], bytes] = os.pread
+    ) -> EncodedTile:
         file_index, offset, length, fragments = grid.frames[frame].tolist()
         path = grid.files[file_index]
         try:
@@ -135,12 +154,14 @@ class DicomReader:
             self._check_unchanged(fd, path)
             if fragments > 1:
                 # The span starts 8 bytes early so the first item header is included.
-                span = os.pread(fd, length + 8, offset - 8)
+                span = read(fd, length + 8, offset - 8)
                 data = strip_item_headers(span) if len(span) == length + 8 else b""
             else:
-                data = os.pread(fd, length, offset)
+                data = read(fd, length, offset)
                 if len(data) != length:
                     data = b""
+        except BlockingIOError:
+            raise
         except OSError as exc:
             raise CorruptSlideError(f"{grid.files[file_index]}: {exc.strerror or exc}") from exc
         if not data:
@@ -198,6 +219,26 @@ class DicomReader:
         """Close descriptors now; only for owners sure no read is in flight."""
         with self._open_lock:
             _close_all(self._fds)
+
+
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+
+
+def _read_nowait(fd: int, length: int, offset: int) -> bytes:
+    """``pread`` that fails with ``BlockingIOError`` instead of waiting for the disk."""
+    global _NOWAIT
+    buffer = bytearray(length)
+    try:
+        count = os.preadv(fd, [buffer], offset, _NOWAIT)
+    except OSError as exc:
+        if isinstance(exc, BlockingIOError):
+            raise
+        _NOWAIT = 0  # the file system does not support it: always use the thread
+        raise BlockingIOError(str(exc)) from exc
+    if count < length:
+        # A short read may just mean part of the span is not cached yet.
+        raise BlockingIOError("partly cached")
+    return bytes(buffer)
 
 
 def _plane_map(slide_planes: Sequence[float], level_planes: Sequence[float]) -> list[int]:
