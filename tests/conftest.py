@@ -145,9 +145,12 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Debian's headless Chromium under Playwright (never a downloaded browser)."""
+    """Debian's headless Chromium under Playwright (never a downloaded browser).
+
+    Module-scoped: Playwright's sync API keeps an event loop running in the main thread
+    while it is open, which would break later tests that start their own loop."""
     if not CHROMIUM.exists():
         pytest.fail("Debian chromium is missing: .ci/run installs it (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
