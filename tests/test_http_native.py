@@ -301,3 +301,33 @@ def test_granian_serves_the_same_app(tmp_path: Path, fixture_dir: dict[str, Fixt
         assert tile.content == fs.level(0).instances[0].read_frame(0)
         error = httpx.get(f"{server.url}/slides/unknown")
         assert error.status_code == 404 and error.headers["access-control-allow-origin"] == "*"
+
+
+@pytest.mark.parametrize("kind", ["tiles", "dzi"])
+def test_fast_path_answers_exactly_like_the_full_app(
+    client: httpx.Client, fixture_dir: dict[str, FixtureSet], kind: str
+) -> None:
+    fs = fixture_dir["jpeg_bot"]
+    if kind == "tiles":
+        url = f"/slides/{fs.series_uid}/tiles/0/1/1"
+    else:
+        top = int(np.ceil(np.log2(max(fs.level(0).width, fs.level(0).height))))
+        url = f"/dzi/{fs.series_uid}_files/{top}/1_1.jpeg"
+    # A query string always takes the full app; the plain URL takes the fast path once
+    # the slide is open and its bytes are cached.
+    full = client.get(url + "?z=0" if kind == "tiles" else url + "?")
+    fast = client.get(url)
+    assert fast.status_code == full.status_code == 200
+    assert (
+        fast.content
+        == full.content
+        == fs.level(0)
+        .instances[0]
+        .read_frame(fs.level(0).instances[0].frame_tiles.index((0, 0, 1, 1)))
+    )
+    for header in ("content-type", "cache-control", "access-control-allow-origin"):
+        assert fast.headers[header] == full.headers[header]
+    if kind == "tiles":
+        assert client.get(url, headers={"If-None-Match": fast.headers["etag"]}).status_code == 304
+    route = "/slides/{slide_id}/tiles" if kind == "tiles" else "/dzi/{slide_id}_files"
+    assert route in client.get("/metrics").text

@@ -13,11 +13,13 @@ from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from tileserver.cache import build_cache
 from tileserver.catalog import Catalog, SlideLibrary
 from tileserver.http import admin, health, tiles
 from tileserver.http.errors import HANDLERS
+from tileserver.http.fastpath import StoredTileFastPath
 from tileserver.http.metrics import Metrics
 from tileserver.http.middleware import (
     CatchAllMiddleware,
@@ -68,6 +70,12 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.tileserver = state
     return app
+
+
+def create_asgi_app(settings: Settings) -> ASGIApp:
+    """The served application: the stored-tile fast path in front of the full app."""
+    app = create_app(settings)
+    return StoredTileFastPath(app, app.state.tileserver)
 
 
 def served_roots(settings: Settings) -> list[Path]:

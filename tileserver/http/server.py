@@ -61,9 +61,9 @@ SERVERS: dict[str, Callable[[Settings], None]] = {"uvicorn": _uvicorn, "granian"
 
 
 def app_from_env() -> object:
-    from tileserver.http.app import create_app
+    from tileserver.http.app import create_asgi_app
 
-    return create_app(Settings.from_env())
+    return create_asgi_app(Settings.from_env())
 
 
 def _export(settings: Settings) -> None:
