@@ -79,8 +79,12 @@ def resize(pixels: Pixels, width: int, height: int) -> Pixels:
     if pixels.shape[1] == width and pixels.shape[0] == height:
         return pixels
     image = Image.fromarray(_image_array(pixels))
-    # reducing_gap first shrinks by an integer box filter, which is faster and as sharp.
-    resized = image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    # A 2x reduction (the common composed-tile case) box-filters by 2 first (as pyramid
+    # builders and JPEG DCT scaling do; ~10x faster than Lanczos), then Lanczos for the
+    # rest; larger reductions keep more of the Lanczos (reducing_gap 3) for less aliasing.
+    factor = min(pixels.shape[1] / width, pixels.shape[0] / height)
+    gap = 1.0 if 2 <= factor < 3 and min(width, height) >= 64 else 3.0
+    resized = image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=gap)
     return np.asarray(resized)
 
 
