@@ -100,11 +100,23 @@ class Catalog:
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.executescript(SCHEMA)
-            self._conn.execute(_served_view(roots))
+            self._setup(roots)
+
+    def _setup(self, roots: Sequence[str | Path] | None, attempts: int = 50) -> None:
+        # Several worker processes open a new catalog at once; switching it to WAL takes
+        # an exclusive lock that SQLite's busy timeout does not always wait for.
+        for attempt in range(attempts):
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.execute("PRAGMA foreign_keys=ON")
+                self._conn.executescript(SCHEMA)
+                self._conn.execute(_served_view(roots))
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 + 0.01 * attempt)
 
     def close(self) -> None:
         with self._lock:
