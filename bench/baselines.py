@@ -1,15 +1,18 @@
-"""Servers for the serving benchmark, each a subprocess on a free loopback port.
+"""Servers for the serving benchmark, each a subprocess group on a free loopback port.
 
-tileserver itself, nginx (static tile files, and FastCGI to IIPImage), IIPImage's
-``iipsrv``, and OpenSlide's ``DeepZoomGenerator`` behind a minimal Starlette app
+tileserver itself (uvicorn or granian), a bare ASGI handler (``bench/bare_app.py``) for
+calibration, nginx (static tile files, and FastCGI to IIPImage), IIPImage's ``iipsrv``,
+and OpenSlide's ``DeepZoomGenerator`` behind a minimal Starlette app
 (``bench/openslide_app.py``). Debian packages are installed on first use only when
 missing, only as root, with service start-up disabled (nothing listens beyond loopback).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -17,13 +20,22 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 IIPSRV = Path("/usr/lib/iipimage-server/iipsrv.fcgi")
-PACKAGES = {"nginx": "nginx", "vips": "libvips-tools", "iipsrv": "iipimage-server"}
+PACKAGES = {
+    "nginx": "nginx",
+    "vips": "libvips-tools",
+    "iipsrv": "iipimage-server",
+    "wrk": "wrk",
+}
 _POLICY = Path("/usr/sbin/policy-rc.d")
+#: Worker processes for every measured server: one per core on the 2-core bench machine.
+WORKERS = 2
 
 
 def free_port() -> int:
@@ -76,13 +88,14 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -
                 return
         except httpx.TransportError:
             pass
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise RuntimeError(f"{url} not answering after {timeout}s")
 
 
 @dataclass
 class Processes:
-    """Started subprocesses, stopped together (terminate, then kill after 10 s)."""
+    """Started subprocesses, each in its own process group (server workers included),
+    stopped together on exit: SIGTERM to the group, SIGKILL after 10 s."""
 
     items: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -92,6 +105,7 @@ class Processes:
                 list(argv),
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
                 **kwargs,  # type: ignore[call-overload]
             )
         self.items.append(process)
@@ -99,96 +113,175 @@ class Processes:
 
     def stop(self) -> None:
         for process in reversed(self.items):
-            process.terminate()
+            _signal_group(process, signal.SIGTERM)
         for process in self.items:
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                process.kill()
+                _signal_group(process, signal.SIGKILL)
                 process.wait()
+            _signal_group(process, signal.SIGKILL)  # workers the leader left behind
         self.items.clear()
 
+    def __enter__(self) -> Processes:
+        return self
 
-def start_tileserver(procs: Processes, slides: Path, work: Path) -> str:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+def tileserver_argv(
+    slides: Path, catalog: Path, port: int, server: str, workers: int = WORKERS
+) -> list[str]:
+    """``tileserver serve`` as the benchmark runs it (no rescans, quiet logs)."""
+    argv = [str(BIN / "tileserver"), "serve", "--slides", str(slides), "--catalog", str(catalog)]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    argv += ["--server", server, "--log-level", "warning", "--rescan-interval", "0"]
+    return argv
+
+
+def supports_server_option() -> bool:
+    """Whether this tileserver has ``serve --server`` (uvicorn or granian)."""
+    done = subprocess.run(
+        [str(BIN / "tileserver"), "serve", "--help"], capture_output=True, text=True, check=False
+    )
+    return "--server" in done.stdout
+
+
+def index_catalog(slides: Path, catalog: Path, log: Path) -> None:
+    """``tileserver index``: several workers starting on a new catalog can race creating
+    it (``database is locked``), so servers start on a built one, as in production."""
+    argv = [str(BIN / "tileserver"), "index", "--catalog", str(catalog), str(slides)]
+    with log.open("ab") as out:
+        subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=True, timeout=300)
+
+
+def start_tileserver(procs: Processes, slides: Path, work: Path, server: str) -> str:
     port = free_port()
     work.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "tileserver.cli", "serve", "--slides", str(slides)]
-    argv += ["--catalog", str(work / "catalog.sqlite"), "--port", str(port)]
-    argv += ["--log-level", "warning", "--workers", "1", "--rescan-interval", "0"]
-    process = procs.start(argv, work / "tileserver.log", cwd=ROOT)
+    catalog = work / "catalog.sqlite"
+    if not catalog.exists():
+        index_catalog(slides, catalog, work / "index.log")
+    argv = tileserver_argv(slides, catalog, port, server)
+    process = procs.start(argv, work / f"tileserver-{server}.log", cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/readyz", process)
+    wait_http(f"{url}/readyz", process, timeout=120)
+    return url
+
+
+def asgi_argv(target: str, server: str, port: int, workers: int = WORKERS) -> list[str]:
+    """``target`` under uvicorn (uvloop + httptools, as tileserver runs it) or granian."""
+    if server == "granian":
+        argv = [str(BIN / "granian"), "--interface", "asgi", "--workers", str(workers)]
+        return [*argv, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", target]
+    argv = [sys.executable, "-m", "uvicorn", target, "--workers", str(workers), "--no-access-log"]
+    return [*argv, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+
+
+def start_bare(
+    procs: Processes, server: str, dicom: Path, index: Path, grid: int, work: Path
+) -> str:
+    port = free_port()
+    env = {
+        **os.environ,
+        "BENCH_BARE_FILE": str(dicom),
+        "BENCH_BARE_INDEX": str(index),
+        "BENCH_BARE_GRID": str(grid),
+    }
+    argv = asgi_argv("bench.bare_app:app", server, port)
+    process = procs.start(argv, work / f"bare-{server}.log", cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/tiles/0/0", process)
     return url
 
 
 def start_openslide(procs: Processes, slide: Path, work: Path) -> str:
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "bench.openslide_app:app", "--port", str(port)]
-    argv += ["--host", "127.0.0.1", "--log-level", "warning", "--workers", "1"]
     env = {**os.environ, "BENCH_OPENSLIDE_SLIDE": str(slide)}
+    argv = asgi_argv("bench.openslide_app:app", "uvicorn", port)
     process = procs.start(argv, work / "openslide.log", cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/info", process)
+    wait_http(f"{url}/info", process, timeout=120)
     return url
 
 
-def start_iipsrv(procs: Processes, work: Path) -> int:
-    port = free_port()
-    env = {
-        **os.environ,
-        "LOGFILE": str(work / "iipsrv.log"),
-        "VERBOSITY": "0",
-        "JPEG_QUALITY": "90",
-        "MAX_IMAGE_CACHE_SIZE": "256",
-    }
-    procs.start([str(IIPSRV), "--bind", f"127.0.0.1:{port}"], work / "iipsrv.out", env=env)
-    return port
+def start_iipsrv(procs: Processes, work: Path, count: int = WORKERS) -> list[int]:
+    """``count`` single-threaded iipsrv FastCGI processes (nginx balances over them)."""
+    ports = []
+    for i in range(count):
+        port = free_port()
+        env = {
+            **os.environ,
+            "LOGFILE": str(work / f"iipsrv-{i}.log"),
+            "VERBOSITY": "0",
+            "JPEG_QUALITY": "90",
+            "MAX_IMAGE_CACHE_SIZE": "256",
+        }
+        argv = [str(IIPSRV), "--bind", f"127.0.0.1:{port}"]
+        procs.start(argv, work / f"iipsrv-{i}.out", env=env)
+        ports.append(port)
+    return ports
 
 
-def start_nginx(procs: Processes, work: Path, static_root: Path, iip_port: int | None) -> str:
-    """nginx on one loopback port: ``/tiles/`` static, ``/iipsrv`` FastCGI to iipsrv."""
+def start_nginx(
+    procs: Processes, work: Path, static_root: Path | None, iip_ports: Sequence[int] = ()
+) -> str:
+    """nginx (``WORKERS`` processes) on one loopback port: ``/tiles/`` static files from
+    ``static_root``, ``/iipsrv`` FastCGI to the iipsrv processes."""
     port = free_port()
+    temp = work / f"nginx-{port}"
     for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (work / "nginx" / name).mkdir(parents=True, exist_ok=True)
-    iip = ""
-    if iip_port is not None:
-        iip = """
-        location /iipsrv {
-            fastcgi_pass iip;
-            fastcgi_param QUERY_STRING $query_string;
-            fastcgi_param REQUEST_METHOD $request_method;
-            fastcgi_param REQUEST_URI $request_uri;
-            fastcgi_param SERVER_PROTOCOL $server_protocol;
-        }"""
-    conf = work / "nginx" / "nginx.conf"
-    temp = work / "nginx"
-    conf.write_text(
-        f"""worker_processes 1;
+        (temp / name).mkdir(parents=True, exist_ok=True)
+    conf = temp / "nginx.conf"
+    conf.write_text(_nginx_conf(temp, port, static_root, iip_ports))
+    nginx = shutil.which("nginx") or "nginx"
+    argv = [nginx, "-c", str(conf), "-p", str(temp), "-g", "daemon off;"]
+    process = procs.start(argv, temp / "stdout.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/ok", process)
+    return url
+
+
+def _nginx_conf(temp: Path, port: int, static_root: Path | None, iip_ports: Sequence[int]) -> str:
+    locations = ['location = /ok { return 200 "ok"; }']
+    upstream = ""
+    if static_root is not None:
+        locations.append(f"location /tiles/ {{ root {static_root}; types {{ image/jpeg jpg; }} }}")
+    if iip_ports:
+        servers = " ".join(f"server 127.0.0.1:{p};" for p in iip_ports)
+        upstream = f"upstream iip {{ {servers} }}"
+        locations.append(
+            "location /iipsrv { fastcgi_pass iip; "
+            "fastcgi_param QUERY_STRING $query_string; "
+            "fastcgi_param REQUEST_METHOD $request_method; "
+            "fastcgi_param REQUEST_URI $request_uri; "
+            "fastcgi_param SERVER_PROTOCOL $server_protocol; }"
+        )
+    body = "\n        ".join(locations)
+    return f"""worker_processes {WORKERS};
 pid {temp}/nginx.pid;
 error_log {temp}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
     sendfile on;
-    keepalive_requests 100000;
+    keepalive_requests 1000000;
     client_body_temp_path {temp}/client_body;
     proxy_temp_path {temp}/proxy;
     fastcgi_temp_path {temp}/fastcgi;
     uwsgi_temp_path {temp}/uwsgi;
     scgi_temp_path {temp}/scgi;
-    upstream iip {{ server 127.0.0.1:{iip_port or 9}; }}
+    {upstream}
     server {{
         listen 127.0.0.1:{port};
-        location /tiles/ {{ root {static_root}; types {{ image/jpeg jpg; }} }}
-        location = /ok {{ return 200 "ok"; }}{iip}
+        {body}
     }}
 }}
 """
-    )
-    nginx = shutil.which("nginx") or "nginx"
-    process = procs.start(
-        [nginx, "-c", str(conf), "-p", str(temp), "-g", "daemon off;"], temp / "stdout.log"
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/ok", process)
-    return url

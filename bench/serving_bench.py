@@ -1,14 +1,21 @@
-"""Serving benchmark: tileserver against nginx, OpenSlide and IIPImage on the same image.
+"""Serving benchmark: tileserver against nginx, a bare ASGI handler, IIPImage and OpenSlide.
 
-One synthetic 8192x8192 level of 256x256 JPEG tiles (``bench/synthetic.py``) is served as
-* tileserver: stored DICOM frames, ``GET /slides/{id}/tiles/0/{col}/{row}``;
+One synthetic level of 224x224 = 50,176 JPEG frames of 256 px (``bench/serving_data.py``)
+is served by
 * nginx: the same frame bytes as static files (the ceiling);
-* OpenSlide ``DeepZoomGenerator`` behind Starlette (``bench/openslide_app.py``);
-* IIPImage (``iipsrv`` FastCGI behind nginx), DeepZoom requests on a pyramidal JPEG TIFF
-  of the same pixels made with libvips (``vips tiffsave --tile --pyramid``).
-Every server runs one process on a loopback port; the load is uniform random level-0
-tiles from ``httpx.AsyncClient`` keep-alive workers, a fixed time per concurrency.
-Also measured: the batch endpoint's tiles/s against single-tile requests.
+* a bare ASGI handler returning slices of the memory-mapped file (``bench/bare_app.py``),
+  under uvicorn and granian: the ceiling of a Python handler on each server;
+* tileserver on uvicorn (the default) and granian: stored frames at
+  ``/slides/{id}/tiles/0/{col}/{row}`` and the same frames as native-level DZI tiles, then
+  composed DZI tiles one level down (cold-cache "miss" and repeated "hit" passes);
+* IIPImage (``iipsrv`` behind nginx) on a libvips pyramidal TIFF of the same pixels;
+* OpenSlide ``DeepZoomGenerator`` behind Starlette (``bench/openslide_app.py``).
+Every server gets 2 worker processes on a loopback port and runs alone. Load: ``wrk``
+(``bench/wrk.py``), random tiles, 1 s warm-up then 5 s per point at 1, 32 and 128
+connections (c=32, where the targets are set, three times: medians). The batch endpoint
+against single-tile requests runs on the uvicorn tileserver; cold starts
+(``bench/coldstart.py``) run last, as they drop the page cache. Results, plot and target
+verdicts go to the ``serving`` section of ``docs/benchmarks.md``.
 Run: ``make bench`` or ``python -m bench.serving_bench [--help]``.
 """
 
@@ -16,135 +23,233 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import math
 import random
+import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TypeVar
 
 import httpx
-import numpy as np
-from PIL import Image
 
+from bench import coldstart, wrk
 from bench.baselines import (
     Processes,
     ensure_debian_packages,
     have,
+    start_bare,
     start_iipsrv,
     start_nginx,
     start_openslide,
     start_tileserver,
+    supports_server_option,
 )
-from bench.rawhttp import Connection
-from bench.report import DATA, ROOT, markdown_table, section_preamble, update_section
-from bench.synthetic import SyntheticLevel, ensure_level
-from tileserver.client import TileAddress, TileClient
-from tileserver.loadtest.results import Recorder, summary
+from bench.report import warm_file
+from bench.serving_data import ServingData, prepare
+from bench.serving_report import Point, Run, write_doc
+from tileserver.client import TileClient
 
-PLOT = ROOT / "docs" / "serving-latency.png"
 Template = Callable[[int, int], str]
+T = TypeVar("T")
+#: DZI tiles at the level below the top, each composed from 2x2 stored frames.
+WARM_TILES = 1024
+#: The concurrency the targets are set at; its points are repeated (``--repeats``).
+TARGET_CONNECTIONS = 32
 
 
-def prepare(grid: int) -> tuple[SyntheticLevel, Path, Path | None]:
-    """The DICOM level, its tiles as static files, and (with vips) the pyramidal TIFF."""
-    level = ensure_level(DATA / "serving" / f"dicom-{grid}", grid, extended_offset_table=True)
-    static = DATA / "serving" / f"static-{grid}"
-    if not (static / "tiles" / "done").exists():
-        (static / "tiles").mkdir(parents=True, exist_ok=True)
-        for row in range(grid):
-            for col in range(grid):
-                (static / "tiles" / f"{col}_{row}.jpg").write_bytes(level.expected(col, row))
-        (static / "tiles" / "done").touch()
-    tiff = DATA / "serving" / f"pyramid-{grid}.tif"
-    if not tiff.exists() and have("vips"):
-        _write_tiff(level, tiff)
-    return level, static, tiff if tiff.exists() else None
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    data: ServingData
+    work: Path
+    stored: list[Run] = field(default_factory=list)
+    composed: list[Run] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    batch_rows: list[list[str]] = field(default_factory=list)
+
+    @property
+    def grid(self) -> int:
+        return self.data.level.grid
+
+    def paths_file(self, name: str, paths: Sequence[str]) -> Path:
+        return wrk.write_paths(self.work / f"{name}.paths", paths)
+
+    def grid_paths(self, name: str, template: Template, grid: int | None = None) -> Path:
+        n = grid or self.grid
+        return self.paths_file(name, [template(c, r) for r in range(n) for c in range(n)])
+
+    def load(
+        self, url: str, paths: Path, connections: int, duration: float = 0, **kw: object
+    ) -> wrk.WrkResult:
+        seconds = duration or self.args.duration
+        return wrk.run(url, paths, connections, seconds, work=self.work, **kw)  # type: ignore[arg-type]
+
+    def warm(self, url: str, paths: Path, **kw: object) -> None:
+        wrk.run(url, paths, 32, self.args.warmup, work=self.work, seed=99, **kw)  # type: ignore[arg-type]
+
+    def sweep(
+        self, key: str, name: str, url: str, template: Template, expected: bytes | None
+    ) -> None:
+        """Random stored tiles at every concurrency, after checking one response."""
+        problem = check_tile(url + template(1, 1), expected)
+        if problem is not None:
+            self.notes.append(f"{name} skipped: {problem}")
+            return
+        paths = self.grid_paths(key, template)
+        run = Run(key, name)
+        for connections in self.args.concurrency:
+            repeats = self.args.repeats if connections == TARGET_CONNECTIONS else 1
+            results = []
+            for seed in range(1, repeats + 1):
+                self.warm(url, paths)
+                results.append(self.load(url, paths, connections, seed=seed))
+                print(f"{name:>42} c={connections:<3} {_line(results[-1])}", flush=True)
+            kept = wrk.median(results)
+            run.points.append(Point(connections, kept, tuple(r.rps for r in results)))
+        self.stored.append(run)
+
+    def composed_passes(
+        self, key: str, name: str, url: str, template: Template, purge: bool
+    ) -> None:
+        """Miss: distinct tiles never requested before (each thread walks its own stride of
+        a shuffled list); hit: the first ``--hit-tiles`` of those again, in random order."""
+        z_grid = math.ceil(self.grid / 2)
+        tiles = [(c, r) for r in range(z_grid) for c in range(z_grid)]
+        random.Random(7).shuffle(tiles)
+        warm = self.paths_file(f"{key}-warm", [template(c, r) for c, r in tiles[:WARM_TILES]])
+        fresh = [template(c, r) for c, r in tiles[WARM_TILES:]]
+        if purge:
+            for _ in range(4):  # separate connections, so both workers see one
+                httpx.delete(url + "/cache", timeout=30).raise_for_status()
+        self.warm(url, warm, order="sequential")
+        c = self.args.composed_concurrency
+        miss = self.load(url, self.paths_file(f"{key}-miss", fresh), c, order="sequential")
+        if sum(miss.issued) > len(fresh):
+            self.notes.append(f"{name}: the miss pass wrapped around its {len(fresh)} tiles")
+        seen = wrk.consumed(fresh, miss.issued, backlog=c)[: self.args.hit_tiles]
+        hit_paths = self.paths_file(f"{key}-hit", seen)
+        for _ in range(3):  # until each worker has (nearly) every tile
+            warm = self.load(url, hit_paths, c, count_cache=purge, duration=self.args.warmup)
+            if warm.cache_misses <= 0.01 * (warm.cache_hits + warm.cache_misses):
+                break
+        hit = self.load(url, hit_paths, c, count_cache=purge)
+        for kind, result, count in (("miss", miss, len(fresh)), ("hit", hit, len(seen))):
+            self.composed.append(Run(key, name, kind, [Point(c, result)], tiles=count))
+            print(f"{name:>30} {kind:<4} c={c:<3} {_line(result)}", flush=True)
 
 
-def _write_tiff(level: SyntheticLevel, tiff: Path) -> None:
-    size = level.grid * level.tile_size
-    full = np.empty((size, size, 3), dtype=np.uint8)
-    for row in range(level.grid):
-        for col in range(level.grid):
-            tile = np.asarray(Image.open(io.BytesIO(level.expected(col, row))).convert("RGB"))
-            t = level.tile_size
-            full[row * t : (row + 1) * t, col * t : (col + 1) * t] = tile
-    with tempfile.TemporaryDirectory() as tmp:
-        flat = Path(tmp) / "flat.tif"
-        Image.fromarray(full).save(flat)
-        argv = ["vips", "tiffsave", str(flat), str(tiff), "--tile", "--pyramid"]
-        argv += ["--compression", "jpeg", "-Q", "90", "--tile-width", "256"]
-        argv += ["--tile-height", "256"]
-        subprocess.run(argv, check=True, timeout=600)
+def _line(r: wrk.WrkResult) -> str:
+    cache = f" hits {r.cache_hits} misses {r.cache_misses}" if r.cache_hits + r.cache_misses else ""
+    return f"{r.rps:>8.0f} req/s p50 {r.p50_ms:.2f} p99 {r.p99_ms:.2f} ms errors {r.errors}{cache}"
 
 
-async def hammer(
-    base: str, template: Template, grid: int, concurrency: int, duration: float
-) -> dict[str, Any]:
-    """Uniform random level-0 tiles for ``duration`` seconds from ``concurrency`` workers,
-    each on its own keep-alive connection (``bench/rawhttp.py``)."""
-    recorder = Recorder()
-    start = time.perf_counter()
-
-    async def worker(seed: int) -> None:
-        rng, connection = random.Random(seed), Connection(base)
-        try:
-            while time.perf_counter() - start < duration:
-                url = template(rng.randrange(grid), rng.randrange(grid))
-                t0 = time.perf_counter()
-                try:
-                    status, size = await connection.get(url)
-                    ok = 200 <= status < 300 and size > 0
-                    recorder.add(str(status), time.perf_counter() - t0, ok)
-                except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
-                    recorder.add(type(exc).__name__, time.perf_counter() - t0, False)
-                    await connection.close()
-        finally:
-            await connection.close()
-
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return summary("random", recorder, time.perf_counter() - start)
-
-
-def templates(
-    urls: dict[str, str], tiff: Path | None, grid: int, slide_id: str, dz_levels: int
-) -> dict[str, tuple[str, Template]]:
-    top = math.ceil(math.log2(grid * 256))
-    out: dict[str, tuple[str, Template]] = {
-        "tileserver": (urls["tileserver"], lambda c, r: f"/slides/{slide_id}/tiles/0/{c}/{r}"),
-        "nginx static": (urls["nginx"], lambda c, r: f"/tiles/{c}_{r}.jpg"),
-        "OpenSlide DeepZoom": (
-            urls["openslide"],
-            lambda c, r: f"/tiles/{dz_levels - 1}/{c}_{r}.jpeg",
-        ),
-    }
-    if tiff is not None and "iip" in urls:
-        out["IIPImage"] = (
-            urls["iip"],
-            lambda c, r: f"/iipsrv?DeepZoom={tiff}_files/{top}/{c}_{r}.jpg",
-        )
-    return out
-
-
-def check_jpeg(base: str, template: Template) -> str | None:
+def check_tile(url: str, expected: bytes | None) -> str | None:
+    """None when ``url`` answers 200 with a JPEG (byte-identical to ``expected`` if given)."""
     try:
-        response = httpx.get(base + template(1, 1), timeout=30)
+        response = httpx.get(url, timeout=30)
     except httpx.HTTPError as exc:
         return str(exc)
     if response.status_code != 200 or not response.content.startswith(b"\xff\xd8"):
         return f"{response.status_code} {response.headers.get('content-type')}"
+    if expected is not None and response.content != expected:
+        return "bytes differ from the stored frame"
     return None
 
 
-def batch_vs_single(url: str, slide_id: str, grid: int) -> list[list[str]]:
-    """Tiles per second reading every level-0 tile: single requests against batches."""
-    addresses = [TileAddress(0, c, r) for r in range(grid) for c in range(grid)]
-    rows = []
+def dzi_top(size: int) -> int:
+    return math.ceil(math.log2(size))
+
+
+def run_nginx_and_bare(bench: Bench) -> None:
+    level, expected = bench.data.level, bench.data.level.expected(1, 1)
+    if have("nginx"):
+        with Processes() as procs:
+            url = start_nginx(procs, bench.work, bench.data.static)
+            bench.sweep(
+                "nginx", "nginx (static files)", url, lambda c, r: f"/tiles/{c}_{r}.jpg", expected
+            )
+    for server in bench.args.servers:
+        with Processes() as procs:
+            url = start_bare(procs, server, level.path, bench.data.spans, level.grid, bench.work)
+            bench.sweep(
+                f"bare-{server}", f"bare ASGI handler ({server})", url, _bare_path, expected
+            )
+
+
+def _bare_path(col: int, row: int) -> str:
+    return f"/tiles/{col}/{row}"
+
+
+def run_tileserver(bench: Bench, server: str) -> str | None:
+    """Stored and composed tiles on one server; returns the slide id."""
+    level, expected = bench.data.level, bench.data.level.expected(1, 1)
+    top = dzi_top(level.grid * level.tile_size)
+    with Processes() as procs:
+        url = start_tileserver(procs, level.path.parent, bench.work / f"ts-{server}", server)
+        slide_id: str = httpx.get(url + "/slides").json()["slides"][0]["id"]
+        name = f"tileserver ({server})"
+        bench.sweep(
+            f"ts-{server}",
+            f"{name} /slides/…/tiles/0",
+            url,
+            lambda c, r: f"/slides/{slide_id}/tiles/0/{c}/{r}",
+            expected,
+        )
+        bench.sweep(
+            f"ts-{server}-dzi",
+            f"{name} DZI level {top}",
+            url,
+            lambda c, r: f"/dzi/{slide_id}_files/{top}/{c}_{r}.jpeg",
+            expected,
+        )
+        bench.composed_passes(
+            f"ts-{server}",
+            name,
+            url,
+            lambda c, r: f"/dzi/{slide_id}_files/{top - 1}/{c}_{r}.jpeg",
+            purge=True,
+        )
+        if server == "uvicorn":
+            bench.batch_rows = batch_vs_single(url, slide_id, bench.args.batch_tiles)
+    return slide_id
+
+
+def run_iipimage(bench: Bench) -> None:
+    tiff = bench.data.tiff
+    if tiff is None or not (have("iipsrv") and have("nginx")):
+        bench.notes.append("IIPImage skipped: needs iipsrv, nginx and the pyramidal TIFF")
+        return
+    top = dzi_top(bench.grid * bench.data.level.tile_size)
+    with Processes() as procs:
+        ports = start_iipsrv(procs, bench.work)
+        url = start_nginx(procs, bench.work, None, ports)
+        template = lambda c, r: f"/iipsrv?DeepZoom={tiff}_files/{top}/{c}_{r}.jpg"  # noqa: E731
+        bench.sweep("iip", f"IIPImage (DZI level {top})", url, template, None)
+
+
+def run_openslide(bench: Bench) -> None:
+    with Processes() as procs:
+        url = start_openslide(procs, bench.data.level.path, bench.work)
+        top = int(httpx.get(url + "/info").json()["levels"]) - 1
+        name = "OpenSlide DeepZoomGenerator"
+        bench.sweep("openslide", f"{name} (DZI level {top})", url, _openslide(top), None)
+        bench.composed_passes("openslide", name, url, _openslide(top - 1), purge=False)
+
+
+def _openslide(z: int) -> Template:
+    return lambda c, r: f"/tiles/{z}/{c}_{r}.jpeg"
+
+
+def batch_vs_single(url: str, slide_id: str, limit: int) -> list[list[str]]:
+    """Tiles per second over the first ``limit`` level-0 tiles: single requests against
+    batches (stored bytes, then decoded pixels)."""
     with TileClient(url, max_connections=8) as client:
+        addresses = client.tile_addresses(slide_id, 0, False)[:limit]
         path = f"/slides/{slide_id}/tiles/0"
 
         async def singles(n: int, suffix: str) -> float:
@@ -172,161 +277,113 @@ def batch_vs_single(url: str, slide_id: str, grid: int) -> list[list[str]]:
             return len(addresses)
 
         def npy() -> int:
-            batches = client.iter_tiles(slide_id, batch_size=64, tissue_only=False, concurrency=4)
-            return sum(len(b) for b in batches)
+            n = 0
+            for batch in client.iter_tiles(slide_id, batch_size=64, tissue_only=False):
+                n += len(batch)
+                if n >= len(addresses):
+                    break
+            return n
 
         stored = asyncio.run(singles(len(addresses), ""))
         decoded = asyncio.run(singles(min(256, len(addresses)), "?format=png"))
-        rows.append(["single GET, stored bytes (8 in flight)", f"{stored:,.0f}", "1.0x"])
-        rows.append(["batch raw, 64 per request (sequential)", f"{timed(raw):,.0f}", ""])
-        rows.append(["single GET ?format=png, decoded (8 in flight)", f"{decoded:,.0f}", "1.0x"])
-        rows.append(
-            ["batch npy via iter_tiles, 64 per request (4 in flight)", f"{timed(npy):,.0f}", ""]
-        )
-    rows[1][2] = f"{float(rows[1][1].replace(',', '')) / stored:.1f}x"
-    rows[3][2] = f"{float(rows[3][1].replace(',', '')) / decoded:.1f}x"
-    return rows
-
-
-def plot(results: dict[str, list[tuple[int, dict[str, Any]]]], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, points in results.items():
-        xs = [c for c, _ in points]
-        for ax, key in zip(axes, ("p50", "p99"), strict=True):
-            ax.plot(xs, [r["latency_ms"][key] for _, r in points], marker="o", label=name)
-    for ax, key in zip(axes, ("p50", "p99"), strict=True):
-        ax.set(
-            xscale="log", yscale="log", xlabel="concurrent clients", ylabel=f"{key} latency (ms)"
-        )
-        ax.set_xticks([c for c, _ in next(iter(results.values()))])
-        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend()
-    fig.suptitle("Random 256x256 level-0 JPEG tiles, one server process each, loopback")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def run_servers(
-    args: argparse.Namespace, level: SyntheticLevel, static: Path, tiff: Path | None, work: Path
-) -> tuple[dict[str, list[tuple[int, dict[str, Any]]]], list[list[str]], list[str]]:
-    procs, notes = Processes(), []
-    try:
-        urls = {"tileserver": start_tileserver(procs, level.path.parent, work / "ts")}
-        urls["openslide"] = start_openslide(procs, level.path, work)
-        iip_port = start_iipsrv(procs, work) if (tiff is not None and have("iipsrv")) else None
-        if have("nginx"):
-            urls["nginx"] = start_nginx(procs, work, static, iip_port)
-            if iip_port is not None:
-                urls["iip"] = urls["nginx"]
-        slide_id = httpx.get(urls["tileserver"] + "/slides").json()["slides"][0]["id"]
-        dz_levels = httpx.get(urls["openslide"] + "/info").json()["levels"]
-        results: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-        for name, (base, template) in templates(
-            urls, tiff, level.grid, slide_id, dz_levels
-        ).items():
-            problem = check_jpeg(base, template)
-            if problem is not None:
-                notes.append(f"{name} skipped: {problem}")
-                continue
-            asyncio.run(hammer(base, template, level.grid, 4, args.warmup))
-            results[name] = []
-            for concurrency in args.concurrency:
-                result = asyncio.run(hammer(base, template, level.grid, concurrency, args.duration))
-                print(
-                    f"{name:>20} c={concurrency:<3} {result['rps']:>8.0f} req/s "
-                    f"p50 {result['latency_ms']['p50']:.2f} ms {result['status_counts']}"
-                )
-                results[name].append((concurrency, result))
-        batch_rows = batch_vs_single(urls["tileserver"], slide_id, level.grid)
-        return results, batch_rows, notes
-    finally:
-        procs.stop()
-
-
-def write_doc(
-    args: argparse.Namespace, results: Any, batch_rows: Any, notes: list[str], plotted: bool
-) -> None:
-    rows = [
+        raw_rate, npy_rate = timed(raw), timed(npy)
+    return [
+        ["single GET, stored bytes (8 in flight)", f"{stored:,.0f}", "1.0x"],
+        ["batch raw, 64 per request (sequential)", f"{raw_rate:,.0f}", f"{raw_rate / stored:.1f}x"],
+        ["single GET ?format=png, decoded (8 in flight)", f"{decoded:,.0f}", "1.0x"],
         [
-            name,
-            str(c),
-            f"{r['rps']:,.0f}",
-            *(f"{r['latency_ms'][k]:.2f}" for k in ("p50", "p90", "p99")),
-            str(r["errors"]),
-        ]
-        for name, points in results.items()
-        for c, r in points
+            "batch npy via iter_tiles, 64 per request (4 in flight)",
+            f"{npy_rate:,.0f}",
+            f"{npy_rate / decoded:.1f}x",
+        ],
     ]
-    grid = args.grid
-    body = [
-        section_preamble(
-            "Serving: tileserver vs nginx, OpenSlide, IIPImage",
-            "make bench (python -m bench.serving_bench)",
-        ),
-        "",
-        f"One {grid * 256}x{grid * 256} level of {grid * grid} 256x256 baseline JPEG tiles "
-        "(`bench/synthetic.py`), served by each server as one process on loopback: "
-        "tileserver (stored DICOM frames, 1 uvicorn worker), nginx 1 worker (the same bytes "
-        "as static files: the ceiling), OpenSlide `DeepZoomGenerator` behind Starlette "
-        "(decode + JPEG re-encode per tile, 1 uvicorn worker), IIPImage `iipsrv` (FastCGI "
-        "behind the same nginx, DeepZoom requests on a libvips pyramidal JPEG TIFF, q90). "
-        f"Load: uniform random level-0 tiles, one keep-alive connection per client (a minimal "
-        f"asyncio HTTP/1.1 client, `bench/rawhttp.py`), {args.duration:g} s per "
-        f"point after a {args.warmup:g} s warm-up; the load generator is one Python process on "
-        "the same machine, competing with the server for CPU: read the nginx row as the "
-        "ceiling of this client and machine, and compare servers within a run.",
-        "",
-        markdown_table(
-            ["server", "concurrency", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors"], rows
-        ),
-        "",
-    ]
-    if plotted:
-        body += [f"![latency vs concurrency]({PLOT.name})", ""]
-    body += [
-        "### Batch endpoint vs single-tile requests (tileserver)",
-        "",
-        f"Every level-0 tile ({grid * grid}) once; the decoded single-tile row reads the "
-        "first 256.",
-        "",
-        markdown_table(["mode", "tiles/s", "vs single"], batch_rows),
-    ]
-    if notes:
-        body += ["", *(f"- {n}" for n in notes)]
-    update_section("serving", "\n".join(body))
+
+
+def warm_page_cache(data: ServingData) -> None:
+    warm_file(data.level.path)
+    for tile in (data.static / "tiles").iterdir():
+        tile.read_bytes()
+    if data.tiff is not None:
+        warm_file(data.tiff)
+
+
+def guarded(bench: Bench, what: str, fn: Callable[..., T], *args: object) -> T | None:
+    """``fn(*args)``, or None with a note when its server fails: one broken server must not
+    lose the other results."""
+    try:
+        return fn(*args)
+    except (RuntimeError, OSError, httpx.HTTPError, subprocess.SubprocessError) as exc:
+        bench.notes.append(f"{what} failed: {exc}")
+        print(f"{what} failed: {exc}", flush=True)
+        return None
+
+
+def run_all(bench: Bench) -> list[coldstart.ColdStart]:
+    warm_page_cache(bench.data)
+    guarded(bench, "nginx / bare handler", run_nginx_and_bare, bench)
+    slide_id = None
+    for server in bench.args.servers:
+        slide_id = (
+            guarded(bench, f"tileserver ({server})", run_tileserver, bench, server) or slide_id
+        )
+    guarded(bench, "IIPImage", run_iipimage, bench)
+    guarded(bench, "OpenSlide", run_openslide, bench)
+    if slide_id is None or bench.args.cold_runs < 1:
+        return []
+    return (
+        guarded(
+            bench,
+            "cold start",
+            coldstart.measure_all,
+            bench.data.level.path.parent,
+            bench.work / "ts-uvicorn" / "catalog.sqlite",
+            f"/slides/{slide_id}/tiles/0/{bench.grid // 2}/{bench.grid // 2}",
+            [("uvicorn", 1), *((server, 2) for server in bench.args.servers)],
+            bench.args.cold_runs,
+            bench.work,
+        )
+        or []
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--grid", type=int, default=224, help="tiles per side (224: 50,176)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per point")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each point")
+    parser.add_argument("--concurrency", type=ints, default=[1, 32, 128])
+    parser.add_argument("--composed-concurrency", type=int, default=TARGET_CONNECTIONS)
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs of each c=32 point (the median is kept)"
+    )
+    parser.add_argument("--cold-runs", type=int, default=3, help="cold starts per case")
+    parser.add_argument("--hit-tiles", type=int, default=1000)
+    parser.add_argument("--batch-tiles", type=int, default=4096)
+    parser.add_argument("--no-install", action="store_true", help="never run apt-get")
+    return parser.parse_args(argv)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every ``with Processes()``
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--grid", type=int, default=32, help="tiles per side")
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per point")
-    parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument(
-        "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16, 64]
-    )
-    parser.add_argument("--no-install", action="store_true", help="never run apt-get")
-    args = parser.parse_args(argv)
-    notes = (
-        []
-        if args.no_install
-        else [f"{t}: {p}" for t, p in ensure_debian_packages(["nginx", "vips", "iipsrv"]).items()]
-    )
-    level, static, tiff = prepare(args.grid)
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    tools = ["nginx", "vips", "iipsrv", "wrk"]
+    problems = {} if args.no_install else ensure_debian_packages(tools)
+    if not wrk.available():
+        print("serving bench skipped: wrk is not installed (Debian package wrk)")
+        return 0
+    args.servers = ["uvicorn", "granian"] if supports_server_option() else ["uvicorn"]
+    started = time.perf_counter()
+    data = prepare(args.grid)
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
-        results, batch_rows, more = run_servers(args, level, static, tiff, Path(tmp))
-    plotted = plot(results, PLOT)
-    write_doc(args, results, batch_rows, notes + more, plotted)
+        bench = Bench(args, data, Path(tmp))
+        bench.notes += [f"{t}: {p}" for t, p in problems.items()] + list(data.notes)
+        cold = run_all(bench)
+    write_doc(bench, cold, time.perf_counter() - started)
     return 0
 
 
