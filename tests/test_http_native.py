@@ -331,3 +331,17 @@ def test_fast_path_answers_exactly_like_the_full_app(
         assert client.get(url, headers={"If-None-Match": fast.headers["etag"]}).status_code == 304
     route = "/slides/{slide_id}/tiles" if kind == "tiles" else "/dzi/{slide_id}_files"
     assert route in client.get("/metrics").text
+
+
+def test_fast_path_serves_composed_tiles_from_the_in_process_cache(
+    client: httpx.Client, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    fs = fixture_dir["native_explicit"]
+    top = int(np.ceil(np.log2(max(fs.level(0).width, fs.level(0).height))))
+    url = f"/dzi/{fs.series_uid}_files/{top - 2}/0_0.png"  # no stored level that size
+    full = client.get(url + "?")  # the app renders it and fills the cache
+    assert "encode" in full.headers["server-timing"]
+    fast = client.get(url)  # answered before routing, from the in-process cache
+    assert fast.headers["server-timing"].startswith("read;dur=")
+    assert fast.content == full.content and fast.headers["etag"] == full.headers["etag"]
+    assert fast.headers["content-type"] == "image/png"

@@ -183,21 +183,7 @@ class TileService:
         (rotation, quality) and must be described by ``key_parts``."""
         timings = timings or Timings()
         self._check_area(out_size)
-        key = self._key(
-            slide,
-            "render",
-            slide.id,
-            l0_region.x,
-            l0_region.y,
-            l0_region.width,
-            l0_region.height,
-            out_size.width,
-            out_size.height,
-            plane.focal_plane,
-            plane.optical_path,
-            fmt,
-            *key_parts,
-        )
+        key = self.render_key(slide, l0_region, out_size, fmt, key_parts, plane)
 
         def produce() -> Rendered:
             with timings.measure("decode"):
@@ -286,6 +272,45 @@ class TileService:
             return blob
 
         media_type, data = unpack(await coalesce(key, build))
+        return Rendered(data, media_type)
+
+    def render_key(
+        self,
+        slide: Slide,
+        l0_region: Region,
+        out_size: Size,
+        fmt: str,
+        key_parts: tuple[KeyPart, ...] = (),
+        plane: Plane = DEFAULT_PLANE,
+    ) -> str:
+        """The cache key ``render`` stores its result under."""
+        r = l0_region
+        return self._key(
+            slide,
+            "render",
+            slide.id,
+            r.x,
+            r.y,
+            r.width,
+            r.height,
+            out_size.width,
+            out_size.height,
+            plane.focal_plane,
+            plane.optical_path,
+            fmt,
+            *key_parts,
+        )
+
+    def cached_in_process(self, key: str) -> Rendered | None:
+        """A derived image from the in-process cache tier only (no I/O, no await)."""
+        get = getattr(getattr(self.cache, "l1", None), "get_sync", None)
+        blob = get(key) if get is not None else None
+        if blob is None:
+            return None
+        try:
+            media_type, data = unpack(blob)
+        except ValueError:
+            return None
         return Rendered(data, media_type)
 
     def _key(self, slide: Slide, *parts: KeyPart) -> str:

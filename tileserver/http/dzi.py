@@ -27,6 +27,20 @@ def deep_zoom(slide: Slide) -> DeepZoom:
     return DeepZoom(base.size.width, base.size.height, base.tile_size.width, 0)
 
 
+#: What distinguishes DZI renders in the cache (the fast path looks them up too).
+COMPOSED_KEY = ("dzi",)
+
+
+def composed_request(dz: DeepZoom, z_level: int, col: int, row: int) -> tuple[Region, Size]:
+    """Level-0 region and output size of a DZI tile composed from stored levels."""
+    x, y, w, h = dz.l0_region(z_level, col, row)
+    z_region = dz.tile_region(z_level, col, row)
+    return (
+        Region(int(x), int(y), max(1, round(w)), max(1, round(h))),
+        Size(z_region.width, z_region.height),
+    )
+
+
 async def descriptor(request: Request) -> Response:
     slide = await service_of(request).slide(request.path_params["slide_id"])
     xml = deep_zoom(slide).xml("jpeg")
@@ -46,21 +60,15 @@ async def tile(request: Request) -> Response:
         raise InvalidRequestError(f"DZI tiles are jpeg, png or webp, not {fmt!r}")
     fmt = DZI_FORMATS[fmt]
     dz = deep_zoom(slide)
-    z_region = dz.tile_region(z_level, col, row)  # validates level, col and row (404)
+    dz.tile_region(z_level, col, row)  # validates level, col and row (404)
     etag = etag_for(slide.version, "dzi", z_level, col, row, fmt)
     native = native_level_for(dz, z_level, slide.levels)
     if native is not None and frame_aligned(dz, slide.levels[native]):
         rendered = await service.tile(slide, native, col, row, fmt, timings=timings)
     else:
-        x, y, w, h = dz.l0_region(z_level, col, row)
-        l0 = Region(int(x), int(y), max(1, round(w)), max(1, round(h)))
+        l0, out_size = composed_request(dz, z_level, col, row)
         rendered = await service.render(
-            slide,
-            l0,
-            Size(z_region.width, z_region.height),
-            fmt,
-            key_parts=("dzi",),
-            timings=timings,
+            slide, l0, out_size, fmt, key_parts=COMPOSED_KEY, timings=timings
         )
     return image_response(request, rendered.data, rendered.media_type, etag, timings)
 

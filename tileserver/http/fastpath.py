@@ -1,10 +1,12 @@
-"""The stored-tile fast path: a frame already in the page cache, served before routing.
+"""The tile fast path: stored frames in the page cache and composed DZI tiles in the
+in-process cache, served before routing.
 
-A viewer's stream of tile requests is mostly plain ``GET``s of stored frames. For those this
-outermost ASGI layer does the whole job (path split, slide lookup, two array lookups, one
-``RWF_NOWAIT`` read) and writes the response itself, with the same ETag, cache and CORS
-headers as the full app. Anything else (a query string, ``If-None-Match``, a slide not
-open yet, bytes not cached, an edge tile to crop, any error) falls through to the app.
+A viewer's stream of tile requests is mostly plain ``GET``s of stored frames or of DZI
+tiles rendered before. For those this outermost ASGI layer does the whole job (path split,
+slide lookup, two array lookups and one ``RWF_NOWAIT`` read, or one dictionary lookup) and
+writes the response itself, with the same ETag, cache and CORS headers as the full app.
+Anything else (a query string, ``If-None-Match``, a slide not open yet, bytes not cached,
+an edge tile to crop, a cache miss, any error) falls through to the app.
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tileserver.compose import DEFAULT_PLANE
 from tileserver.dzi import DeepZoom, frame_aligned, native_level_for
 from tileserver.formats import JPEG, EncodedTile
+from tileserver.http.dzi import COMPOSED_KEY, DZI_FORMATS, composed_request, deep_zoom
 from tileserver.http.middleware import EXPOSED_HEADERS
 from tileserver.http.responses import TILE_CACHE_CONTROL, etag_for
 from tileserver.http.state import AppState
+from tileserver.service import Rendered
 from tileserver.slide import Slide
 
 TILES_ROUTE = "/slides/{slide_id}/tiles/{level:int}/{col:int}/{row:int}"
 DZI_ROUTE = "/dzi/{slide_id}_files/{level:int}/{name}"
-#: (route template for metrics, stored tile, ETag)
-Found = tuple[str, EncodedTile, str]
+#: (route template for metrics, stored or cached tile, ETag)
+Found = tuple[str, EncodedTile | Rendered, str]
 
 
 class StoredTileFastPath:
@@ -74,27 +78,40 @@ class StoredTileFastPath:
             return None
         stem, _, fmt = name.partition(".")
         col_text, _, row_text = stem.partition("_")
-        if fmt not in ("jpeg", "jpg") or not (col_text.isdigit() and row_text.isdigit()):
+        if fmt not in DZI_FORMATS or not (col_text.isdigit() and row_text.isdigit()):
             return None
-        native = self._native_levels(slide).get(int(level_text))
+        fmt = DZI_FORMATS[fmt]
+        z_level, col, row = int(level_text), int(col_text), int(row_text)
+        native = self._native_levels(slide).get(z_level)
         if native is None:
+            return self._composed(slide, z_level, col, row, fmt)
+        if fmt != "jpeg":
             return None
-        col, row = int(col_text), int(row_text)
         level = slide.levels[native]
         if level.tile_region(col, row).size != level.tile_size:
             return None  # edge frames are padded: the app crops them
         tile = slide.read_tile_bytes_if_cached(native, col, row)
         if tile is None or tile.media_type != JPEG:
             return None
-        return DZI_ROUTE, tile, etag_for(slide.version, "dzi", int(level_text), col, row, "jpeg")
+        return DZI_ROUTE, tile, etag_for(slide.version, "dzi", z_level, col, row, "jpeg")
+
+    def _composed(self, slide: Slide, z_level: int, col: int, row: int, fmt: str) -> Found | None:
+        service = self.state.service
+        if service is None:
+            return None
+        l0, out_size = composed_request(self._deep_zoom(slide), z_level, col, row)
+        key = service.render_key(slide, l0, out_size, fmt, COMPOSED_KEY)
+        rendered = service.cached_in_process(key)
+        if rendered is None:
+            return None
+        return DZI_ROUTE, rendered, etag_for(slide.version, "dzi", z_level, col, row, fmt)
 
     def _native_levels(self, slide: Slide) -> dict[int, int]:
         """DZI level -> stored level, for levels whose DZI tiles are the stored frames."""
         key = (slide.id, slide.version)
         known = self._native.get(key)
         if known is None:
-            base = slide.base_level()
-            dz = DeepZoom(base.size.width, base.size.height, base.tile_size.width, 0)
+            dz = self._deep_zoom(slide)
             known = {}
             for z_level in range(dz.level_count):
                 native = native_level_for(dz, z_level, slide.levels)
@@ -105,7 +122,13 @@ class StoredTileFastPath:
             self._native[key] = known
         return known
 
-    async def _send(self, send: Send, tile: EncodedTile, etag: str, seconds: float) -> None:
+    @staticmethod
+    def _deep_zoom(slide: Slide) -> DeepZoom:
+        return deep_zoom(slide)
+
+    async def _send(
+        self, send: Send, tile: EncodedTile | Rendered, etag: str, seconds: float
+    ) -> None:
         headers = [
             (b"content-type", tile.media_type.encode()),
             (b"content-length", str(len(tile.data)).encode()),
