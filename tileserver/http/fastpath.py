@@ -37,6 +37,7 @@ class StoredTileFastPath:
         self.state = state
         self.cors = state.settings.cors_origins.strip() == "*"
         self._native: dict[tuple[str, str], dict[int, int]] = {}
+        self._zooms: dict[tuple[str, str], DeepZoom] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
@@ -122,9 +123,14 @@ class StoredTileFastPath:
             self._native[key] = known
         return known
 
-    @staticmethod
-    def _deep_zoom(slide: Slide) -> DeepZoom:
-        return deep_zoom(slide)
+    def _deep_zoom(self, slide: Slide) -> DeepZoom:
+        key = (slide.id, slide.version)
+        dz = self._zooms.get(key)
+        if dz is None:
+            if len(self._zooms) > 4096:
+                self._zooms.clear()
+            dz = self._zooms[key] = deep_zoom(slide)
+        return dz
 
     async def _send(
         self, send: Send, tile: EncodedTile | Rendered, etag: str, seconds: float
