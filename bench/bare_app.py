@@ -28,3 +28,10 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     headers = [(b"content-type", b"image/jpeg"), (b"content-length", b"%d" % (end - start))]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": _DATA[start:end]})
+
+
+async def rsgi_app(scope, protocol):  # type: ignore[no-untyped-def]
+    """The same handler on granian's RSGI interface (``--interface rsgi``)."""
+    _, _, col, row = scope.path.split("/")
+    start, end = _SPANS[int(row) * _GRID + int(col)]
+    protocol.response_bytes(200, [("content-type", "image/jpeg")], _DATA[start:end])

@@ -178,8 +178,9 @@ def start_tileserver(procs: Processes, slides: Path, work: Path, server: str) ->
 
 def asgi_argv(target: str, server: str, port: int, workers: int = WORKERS) -> list[str]:
     """``target`` under uvicorn (uvloop + httptools, as tileserver runs it) or granian."""
-    if server == "granian":
-        argv = [str(BIN / "granian"), "--interface", "asgi", "--workers", str(workers)]
+    if server in ("granian", "granian-rsgi"):
+        interface = "rsgi" if server == "granian-rsgi" else "asgi"
+        argv = [str(BIN / "granian"), "--interface", interface, "--workers", str(workers)]
         return [*argv, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", target]
     argv = [sys.executable, "-m", "uvicorn", target, "--workers", str(workers), "--no-access-log"]
     return [*argv, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
@@ -195,7 +196,8 @@ def start_bare(
         "BENCH_BARE_INDEX": str(index),
         "BENCH_BARE_GRID": str(grid),
     }
-    argv = asgi_argv("bench.bare_app:app", server, port)
+    target = "bench.bare_app:rsgi_app" if server == "granian-rsgi" else "bench.bare_app:app"
+    argv = asgi_argv(target, server, port)
     process = procs.start(argv, work / f"bare-{server}.log", cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/tiles/0/0", process)

@@ -24,10 +24,10 @@ class Level:
     downsample: tuple[float, float]  # (x, y) level-0 pixels per level pixel
     mpp: tuple[float, float] | None  # (x, y) micrometres per level pixel
     frames: int = 0  # tiles stored (fewer than the grid for a sparse level)
+    grid: Size = field(init=False, repr=False, compare=False)  # tiles per axis
 
-    @property
-    def grid(self) -> Size:
-        return self.size.ceil_div(self.tile_size)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "grid", self.size.ceil_div(self.tile_size))
 
     def tile_region(self, t_col: int, t_row: int) -> Region:
         """The valid (unpadded) area of a tile, in level pixels."""

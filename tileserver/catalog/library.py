@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -20,6 +21,9 @@ from tileserver.dicom.series import assemble
 from tileserver.errors import NotFoundError
 from tileserver.readers.dicom import DicomReader
 from tileserver.slide import Slide
+
+#: How old a check of a slide's files the tile fast path accepts (``get_open``).
+CHANGE_CHECK_SECONDS = 1.0
 
 
 class SlideLibrary:
@@ -38,6 +42,7 @@ class SlideLibrary:
         self._generation = -1
         self._files: dict[str, list[SeriesFile]] = {}
         self._changed: set[str] = set()  # files a read found rewritten since indexing
+        self._checked: dict[str, float] = {}  # slide id -> monotonic time of its last check
 
     @property
     def _root_names(self) -> list[str] | None:
@@ -68,19 +73,32 @@ class SlideLibrary:
         self.sync()
         return sorted(self._files)
 
-    def get_open(self, slide_id: str) -> Slide | None:
-        """The slide if it is open and its files unchanged (an fstat per open file, no
-        catalog access: safe on the event loop), else None."""
+    def get_open(self, slide_id: str, max_age: float = 0.0) -> Slide | None:
+        """The slide if it is open and its files unchanged, else None; no catalog access,
+        safe on the event loop.
+
+        The files are checked (an ``fstat`` of open descriptors, a ``stat`` of the others)
+        unless this slide's last check is less than ``max_age`` seconds old: the tile fast
+        path passes ``CHANGE_CHECK_SECONDS``, as it runs on every tile request and its
+        reads ``fstat`` the file anyway, which catches a rewrite in place at once.
+        """
+        slide = self._open.get(slide_id)
+        if slide is None:
+            return None
+        now = time.monotonic()
+        if max_age > 0 and now - self._checked.get(slide_id, -max_age) < max_age:
+            return slide
         with self._lock:
-            slide = self._open.get(slide_id)
-            if slide is None:
+            if self._open.get(slide_id) is not slide:
                 return None
             self._open.move_to_end(slide_id)
         changed = _changed_files(slide)
         if not changed:
+            self._checked[slide_id] = now
             return slide
         with self._lock:  # rewritten in place: re-index before serving it again
             self._changed.update(changed)
+            self._checked.pop(slide_id, None)
             if self._open.get(slide_id) is slide:
                 del self._open[slide_id]
         return None
@@ -117,8 +135,9 @@ class SlideLibrary:
                     return slide
                 if current:
                     self._open[slide_id] = slide
+                    self._checked[slide_id] = time.monotonic()  # _load saw the files
                     while len(self._open) > self.max_open:
-                        self._open.popitem(last=False)
+                        self._checked.pop(self._open.popitem(last=False)[0], None)
                     return slide
         assert slide is not None
         return slide  # still changing under us: serve this consistent snapshot, uncached

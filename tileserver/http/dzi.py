@@ -14,7 +14,7 @@ from starlette.routing import Route
 from tileserver.dzi import DeepZoom, frame_aligned, native_level_for, parse_tile_name
 from tileserver.errors import InvalidRequestError
 from tileserver.geometry import Region, Size
-from tileserver.http.responses import etag_for, image_response
+from tileserver.http.responses import dzi_etag, etag_for, image_response
 from tileserver.http.state import service_of
 from tileserver.slide import Slide
 from tileserver.timing import Timings
@@ -61,7 +61,7 @@ async def tile(request: Request) -> Response:
     fmt = DZI_FORMATS[fmt]
     dz = deep_zoom(slide)
     dz.tile_region(z_level, col, row)  # validates level, col and row (404)
-    etag = etag_for(slide.version, "dzi", z_level, col, row, fmt)
+    etag = dzi_etag(slide.version, z_level, col, row, fmt)
     native = native_level_for(dz, z_level, slide.levels)
     if native is not None and frame_aligned(dz, slide.levels[native]):
         rendered = await service.tile(slide, native, col, row, fmt, timings=timings)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable
+from itertools import accumulate
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -20,11 +22,7 @@ class Metrics:
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         with self._lock:
             self._requests[(route, method, status)] += 1
-            counts = self._buckets[route]
-            for i, bound in enumerate(BUCKETS):
-                if seconds <= bound:
-                    counts[i] += 1
-            counts[-1] += 1
+            self._buckets[route][bisect_left(BUCKETS, seconds)] += 1
             self._sums[route] += seconds
 
     def render(self) -> str:
@@ -42,7 +40,8 @@ class Metrics:
                 "# HELP tileserver_request_seconds Request latency by route.",
                 "# TYPE tileserver_request_seconds histogram",
             ]
-            for route, counts in sorted(self._buckets.items()):
+            for route, per_bucket in sorted(self._buckets.items()):
+                counts = list(accumulate(per_bucket))
                 for bound, n in zip(BUCKETS, counts, strict=False):
                     lines.append(
                         f'tileserver_request_seconds_bucket{{route="{route}",le="{bound}"}} {n}'

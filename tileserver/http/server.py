@@ -40,16 +40,18 @@ def _uvicorn(settings: Settings) -> None:
 
 
 def _granian(settings: Settings) -> None:
+    """granian on its RSGI interface (``tileserver.http.rsgi``): the same app, with tile
+    requests answered without the ASGI message exchange."""
     try:
         from granian import Granian
         from granian.constants import Interfaces
     except ImportError:
         raise UnsupportedError("--server granian needs: pip install 'tileserver[fast]'") from None
     Granian(
-        TARGET,
+        RSGI_TARGET,
         address=settings.host,
         port=settings.port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI,
         workers=settings.workers,
         factory=True,
         log_level=settings.log_level,  # type: ignore[arg-type]
@@ -57,6 +59,7 @@ def _granian(settings: Settings) -> None:
 
 
 TARGET = "tileserver.http.server:app_from_env"
+RSGI_TARGET = "tileserver.http.server:rsgi_app_from_env"
 SERVERS: dict[str, Callable[[Settings], None]] = {"uvicorn": _uvicorn, "granian": _granian}
 
 
@@ -64,6 +67,16 @@ def app_from_env() -> object:
     from tileserver.http.app import create_asgi_app
 
     return create_asgi_app(Settings.from_env())
+
+
+def rsgi_app_from_env() -> object:
+    from tileserver.http.app import create_asgi_app
+    from tileserver.http.fastpath import StoredTileFastPath
+    from tileserver.http.rsgi import RSGIApp
+
+    app = create_asgi_app(Settings.from_env())
+    assert isinstance(app, StoredTileFastPath)
+    return RSGIApp(app)
 
 
 def _export(settings: Settings) -> None:

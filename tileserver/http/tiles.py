@@ -18,7 +18,13 @@ from tileserver.http.params import (
     optional_format_param,
     plane_param,
 )
-from tileserver.http.responses import etag_for, image_response, json_response, not_modified
+from tileserver.http.responses import (
+    etag_for,
+    image_response,
+    json_response,
+    not_modified,
+    tile_etag,
+)
 from tileserver.http.state import service_of
 from tileserver.slide import Level, Slide
 from tileserver.timing import Timings
@@ -103,7 +109,7 @@ async def get_tile(request: Request) -> Response:
     level, col, row = (request.path_params[k] for k in ("level", "col", "row"))
     fmt = optional_format_param(request, IMAGE_FORMATS)
     plane = plane_param(request)
-    etag = etag_for(slide.version, "tile", level, col, row, plane, fmt)
+    etag = tile_etag(slide.version, level, col, row, plane, fmt)
     if not_modified(request, etag):
         return image_response(request, b"", "", etag)
     if fmt is None:
