@@ -3,9 +3,10 @@
 One synthetic level of 224x224 = 50,176 JPEG frames of 256 px (``bench/serving_data.py``)
 is served by
 * nginx: the same frame bytes as static files (the ceiling);
-* a bare ASGI handler returning slices of the memory-mapped file (``bench/bare_app.py``),
-  under uvicorn and granian: the ceiling of a Python handler on each server;
-* tileserver on uvicorn (the default) and granian: stored frames at
+* a bare handler returning slices of the memory-mapped file (``bench/bare_app.py``), on
+  uvicorn and granian (ASGI), and on granian's RSGI interface: the ceiling of a Python
+  handler on each server;
+* tileserver on uvicorn (the default, ASGI) and granian (RSGI): stored frames at
   ``/slides/{id}/tiles/0/{col}/{row}`` and the same frames as native-level DZI tiles, then
   composed DZI tiles one level down (cold-cache "miss" and repeated "hit" passes);
 * IIPImage (``iipsrv`` behind nginx) on a libvips pyramidal TIFF of the same pixels;
@@ -173,12 +174,13 @@ def run_nginx_and_bare(bench: Bench) -> None:
             bench.sweep(
                 "nginx", "nginx (static files)", url, lambda c, r: f"/tiles/{c}_{r}.jpg", expected
             )
-    for server in bench.args.servers:
+    bare = [(s, f"bare ASGI handler ({s})") for s in bench.args.servers]
+    if "granian" in bench.args.servers:  # tileserver runs on granian's RSGI interface
+        bare.append(("granian-rsgi", "bare RSGI handler (granian)"))
+    for server, label in bare:
         with Processes() as procs:
             url = start_bare(procs, server, level.path, bench.data.spans, level.grid, bench.work)
-            bench.sweep(
-                f"bare-{server}", f"bare ASGI handler ({server})", url, _bare_path, expected
-            )
+            bench.sweep(f"bare-{server}", label, url, _bare_path, expected)
 
 
 def _bare_path(col: int, row: int) -> str:

@@ -103,20 +103,21 @@ def targets(bench: Bench, cold: Sequence[ColdStart]) -> list[str]:
 
 
 def calibration(bench: Bench) -> list[str]:
-    """The bare handler's share of nginx, against the figures the targets were set from."""
+    """The bare handlers' share of nginx, against the figures the targets were set from."""
     nginx = _rps(bench.stored, "nginx", 32)
+    labels = {"uvicorn": "uvicorn", "granian": "granian (ASGI)", "granian-rsgi": "granian (RSGI)"}
     shares = {
-        server: (_rps(bench.stored, f"bare-{server}", 32) or 0.0) / nginx
-        for server in bench.args.servers
+        label: (_rps(bench.stored, f"bare-{server}", 32) or 0.0) / nginx
+        for server, label in labels.items()
         if nginx and find(bench.stored, f"bare-{server}")
     }
     if not shares:
         return []
-    measured = ", ".join(f"{share:.1%} on {server}" for server, share in shares.items())
+    measured = ", ".join(f"{share:.1%} on {label}" for label, share in shares.items())
     return [
-        f"- Calibration: the bare ASGI handler reached {measured} of nginx's "
+        f"- Calibration: the bare handler reached {measured} of nginx's "
         f"{nginx:,.0f} req/s at c=32 (the targets were set from ~47k req/s for nginx, and "
-        "~29% on uvicorn, ~47% on granian for the bare handler)."
+        "~29% on uvicorn, ~47% on granian for the bare ASGI handler)."
     ]
 
 
@@ -223,7 +224,7 @@ def write_doc(bench: Bench, cold: Sequence[ColdStart], elapsed: float) -> None:
     size, top = level.grid * level.tile_size, (level.grid * level.tile_size - 1).bit_length()
     body = [
         section_preamble(
-            "Serving: tileserver vs nginx, a bare ASGI handler, IIPImage, OpenSlide",
+            "Serving: tileserver vs nginx, a bare handler, IIPImage, OpenSlide",
             "make bench (python -m bench.serving_bench)",
         ),
         f"- this benchmark took {elapsed / 60:.1f} min",
@@ -232,9 +233,11 @@ def write_doc(bench: Bench, cold: Sequence[ColdStart], elapsed: float) -> None:
         "DICOM file (`bench/synthetic.py`; a single stored level, so every DZI level below "
         f"{top} is composed). Every server runs alone with 2 worker processes on loopback: "
         "nginx (the same bytes as static files, `worker_processes 2`: the ceiling); a bare "
-        "20-line ASGI handler returning slices of the memory-mapped DICOM file "
-        "(`bench/bare_app.py`, the ceiling of a Python handler on each ASGI server); "
-        "tileserver `serve --server uvicorn|granian --workers 2`; IIPImage (two `iipsrv` "
+        "handler of a few lines returning slices of the memory-mapped DICOM file "
+        "(`bench/bare_app.py`, the ceiling of a Python handler on each server: ASGI on "
+        "uvicorn and granian, RSGI on granian); tileserver `serve --server uvicorn|granian "
+        "--workers 2` (uvicorn runs the ASGI app, granian the same app behind its RSGI "
+        "front, `tileserver/http/rsgi.py`); IIPImage (two `iipsrv` "
         "FastCGI processes behind nginx, DeepZoom requests on a libvips pyramidal JPEG "
         "TIFF of the same pixels, q90); OpenSlide `DeepZoomGenerator` behind Starlette "
         "(`bench/openslide_app.py`, uvicorn, 2 workers; decode + JPEG q90 re-encode per "

@@ -36,6 +36,7 @@ DZI_ROUTE = "/dzi/{slide_id}_files/{level:int}/{name}"
 _TILE_PATH = re.compile(r"/slides/([^/]+)/tiles/(\d{1,6})/(\d{1,9})/(\d{1,9})", re.ASCII)
 _DZI_PATH = re.compile(r"/dzi/([^/]+)_files/(\d{1,6})/(\d{1,9})_(\d{1,9})\.(\w+)", re.ASCII)
 _MEMO_LIMIT = 4096
+_KEY_MEMO_LIMIT = 65536  # composed-tile cache keys, ~250 bytes each
 
 
 class Answer(NamedTuple):
@@ -53,6 +54,7 @@ class FastPath:
         self.cors = state.settings.cors_origins.strip() == "*"
         self._native: dict[tuple[str, str], dict[int, int]] = {}
         self._zooms: dict[tuple[str, str], DeepZoom] = {}
+        self._keys: dict[tuple[str, str, int, int, int, str], str] = {}
         fixed = [("cache-control", TILE_CACHE_CONTROL)]
         if self.cors:
             fixed += [
@@ -110,9 +112,9 @@ class FastPath:
         etag = dzi_etag(slide.version, z_level, col, row, fmt)
         native = self._native_levels(slide).get(z_level)
         if native is None:
-            l0, out_size = composed_request(self._deep_zoom(slide), z_level, col, row)
-            key = service.render_key(slide, l0, out_size, fmt, COMPOSED_KEY)
-            rendered = service.cached_in_process(key)
+            rendered = service.cached_in_process(
+                self._composed_key(service, slide, z_level, col, row, fmt)
+            )
             if rendered is None:
                 return None
             return Answer(DZI_ROUTE, rendered.data, rendered.media_type, etag)
@@ -125,6 +127,21 @@ class FastPath:
         if tile is None or tile.media_type != JPEG:
             return None
         return Answer(DZI_ROUTE, tile.data, JPEG, etag)
+
+    def _composed_key(
+        self, service: TileService, slide: Slide, z_level: int, col: int, row: int, fmt: str
+    ) -> str:
+        """The cache key the app renders this DZI tile under (memoized: a viewer asks for
+        the same tiles again and again, and the key costs a digest)."""
+        memo = (slide.id, slide.version, z_level, col, row, fmt)
+        key = self._keys.get(memo)
+        if key is None:
+            l0, out_size = composed_request(self._deep_zoom(slide), z_level, col, row)
+            key = service.render_key(slide, l0, out_size, fmt, COMPOSED_KEY)
+            if len(self._keys) >= _KEY_MEMO_LIMIT:
+                self._keys.clear()
+            self._keys[memo] = key
+        return key
 
     def _native_levels(self, slide: Slide) -> dict[int, int]:
         """DZI level -> stored level, for levels whose DZI tiles are the stored frames."""
