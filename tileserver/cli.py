@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from tileserver.settings import Settings
 
 
@@ -168,6 +166,8 @@ def _loadtest(args: argparse.Namespace) -> int:
 
 
 def _print_json(value: Any) -> None:
+    import orjson
+
     sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
 
 

@@ -1,6 +1,9 @@
 """Pixels of any rectangle of a slide, composed from decoded stored tiles (sync, thread-safe).
 
 Coordinates: ``l_`` level pixels, ``l0_`` level-0 pixels, ``t_`` tiles.
+
+``tileserver.codec`` (Pillow, the decoders) is imported by the functions that decode or
+resize: a server that answers only stored tiles never loads it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from tileserver import codec
 from tileserver.errors import (
     InvalidRequestError,
     LimitExceededError,
@@ -92,6 +94,8 @@ def tile_pixels(
     except TileAbsentError:
         encoded = None
     if encoded is not None:
+        from tileserver import codec
+
         decoded = as_rgb(codec.decode(encoded))
         # Frames are padded to full size, or (some converters) encoded smaller at the edges.
         h, w = min(valid.height, decoded.shape[0]), min(valid.width, decoded.shape[1])
@@ -169,6 +173,8 @@ def render(
     pixels = region_pixels(slide, level, l_region, plane, tiles)
     if (l_region.width, l_region.height) == (out_size.width, out_size.height):
         return pixels
+    from tileserver import codec
+
     return codec.resize(pixels, out_size.width, out_size.height)
 
 
@@ -182,6 +188,8 @@ def associated_pixels(slide: Slide, name: str) -> Pixels:
     image = slide.associated.get(name)
     if image is None:
         raise NotFoundError(f"slide has no {name} image")
+    from tileserver import codec
+
     out = np.full((image.size.height, image.size.width, 3), BACKGROUND, dtype=np.uint8)
     tw, th = image.tile_size.width, image.tile_size.height
     for t_row in range(image.grid.height):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
 
 Pixels = npt.NDArray[np.uint8]
 _RIGHT_ANGLES = {90.0: -1, 180.0: 2, 270.0: 1}  # np.rot90 turns counter-clockwise
@@ -20,6 +19,8 @@ def rotate(pixels: Pixels, degrees: float, background: int = 255) -> Pixels:
         return pixels
     if degrees in _RIGHT_ANGLES:
         return np.ascontiguousarray(np.rot90(pixels, _RIGHT_ANGLES[degrees]))
+    from PIL import Image  # only for odd angles: Pillow is slow to import
+
     image = Image.fromarray(pixels)
     fill: int | tuple[int, ...] = background if pixels.ndim == 2 else (background,) * 3
     turned = image.rotate(-degrees, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=fill)

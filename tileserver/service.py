@@ -4,17 +4,23 @@ Fronts (native, DZI, IIIF, DICOMweb) call these coroutines; file reads and codec
 in the thread pool so the event loop never blocks. Every derived image is cached under a
 key that starts with the slide's version (its files' path, size and mtime), so a changed
 file never serves a stale tile.
+
+``tileserver.codec`` is imported where pixels are decoded or encoded (in worker threads),
+so a process answering stored tiles never loads Pillow or the decoders.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import importlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 from anyio import to_thread
 
-from tileserver import codec, compose
+from tileserver import compose
 from tileserver.cache import Cache, KeyPart, coalesce, make_key, pack, unpack
 from tileserver.catalog import SlideLibrary
 from tileserver.compose import DEFAULT_PLANE, Pixels, Plane
@@ -118,6 +124,8 @@ class TileService:
 
         def produce() -> Rendered:
             if media_type == JPEG and encoded is not None and stored_jpeg:
+                from tileserver import codec
+
                 with timings.measure("encode"):
                     cropped = codec.crop_jpeg(encoded.data, valid.width, valid.height)
                 if cropped is not None:
@@ -244,6 +252,8 @@ class TileService:
             return compose.tile_pixels(slide, slide.level(level), col, row, plane, self.tiles)
 
     def _encode(self, slide: Slide, pixels: Pixels, fmt: str, timings: Timings) -> Rendered:
+        from tileserver import codec
+
         media_type = _media_type(fmt)
         icc = slide.icc_profile
         with timings.measure("encode"):
@@ -324,6 +334,43 @@ class TileService:
                 f"{size.width}x{size.height} exceeds the limit of "
                 f"{self.settings.max_output_pixels} output pixels"
             )
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+#: Modules ``importing`` has seen fully imported.
+_IMPORTED: set[str] = set()
+
+
+def importing(
+    *names: str,
+) -> Callable[[Callable[_P, Awaitable[_R]]], Callable[_P, Awaitable[_R]]]:
+    """Decorate a coroutine function to import modules ``names`` first, in a worker thread.
+
+    Fronts with heavy dependencies (pydicom, Pillow) import them on first use rather than
+    at start-up, in the functions that use them; this makes that first import happen off
+    the event loop, which it would otherwise stall for a good fraction of a second. A
+    module another thread is still importing counts as not imported: the wait for it is
+    in the worker thread too.
+    """
+
+    def decorate(function: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+        @functools.wraps(function)
+        async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            missing = [name for name in names if name not in _IMPORTED]
+            if missing:
+                await to_thread.run_sync(_import_all, missing)
+            return await function(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _import_all(names: list[str]) -> None:
+    for name in names:
+        importlib.import_module(name)
+        _IMPORTED.add(name)
 
 
 def _media_type(fmt: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,6 +58,16 @@ CREATE INDEX IF NOT EXISTS files_root ON files(root);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('generation', 0);
 """
+#: Stored as ``PRAGMA user_version`` once ``SCHEMA`` has run: a catalog already set up is
+#: opened without a write (several workers start at once). Changes whenever SCHEMA does;
+#: never 0, a new database's value.
+SCHEMA_VERSION = (zlib.crc32(SCHEMA.encode()) & 0x7FFFFFFF) or 1
+#: What ``instance_from_row`` reads: not the DICOM JSON, which can be many times the size
+#: of the rest (per-frame groups of a sparse image) and only DICOMweb needs.
+_INSTANCE_COLUMNS = (
+    "i.path, i.header, i.icc_profile, i.frames, i.frame_table_kind, i.positions, i.z_base, "
+    "i.notes, f.size, f.mtime_ns"
+)
 
 _SEARCH_COLUMNS = {
     "patient_id": "PatientID",
@@ -107,10 +118,12 @@ class Catalog:
         # an exclusive lock that SQLite's busy timeout does not always wait for.
         for attempt in range(attempts):
             try:
-                self._conn.execute("PRAGMA journal_mode=WAL")
+                if self._conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                    self._conn.execute("PRAGMA journal_mode=WAL")  # persistent: set once
+                    self._conn.executescript(SCHEMA)
+                    self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.execute("PRAGMA foreign_keys=ON")
-                self._conn.executescript(SCHEMA)
                 self._conn.execute(_served_view(roots))
                 return
             except sqlite3.OperationalError as exc:
@@ -219,7 +232,7 @@ class Catalog:
         self, series_uid: str, roots: Sequence[str] | None = None
     ) -> list[IndexedInstance]:
         sql, params = _under_roots(
-            "SELECT i.*, f.size, f.mtime_ns FROM instances i JOIN files f USING (path) "
+            f"SELECT {_INSTANCE_COLUMNS} FROM instances i JOIN files f USING (path) "
             "WHERE i.series_uid = ?",
             roots,
             (series_uid,),

@@ -6,11 +6,13 @@ that the DICOMweb front turns into an absolute URL and resolves by re-reading th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset
+
+if TYPE_CHECKING:
+    from pydicom.dataelem import DataElement
+    from pydicom.dataset import Dataset
 
 BULK_THRESHOLD = 1024
 

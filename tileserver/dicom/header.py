@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from tileserver.errors import CorruptSlideError, NotWsiError, SlideError
 from tileserver.formats import PixelFormat
 from tileserver.geometry import Size
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 VL_WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
 ROLES = ("VOLUME", "LABEL", "OVERVIEW", "THUMBNAIL")
@@ -77,6 +76,11 @@ class InstanceHeader:
 
 def read_header(fp: BinaryIO, path: Path) -> tuple[Dataset, int]:
     """Parse ``fp`` up to Pixel Data; return the dataset and Pixel Data's tag offset."""
+    # Imported here, not at module level: pydicom takes longer to import than a server
+    # takes to start, and only indexing (a new or changed file) reads headers.
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     try:
         ds = pydicom.dcmread(fp, stop_before_pixels=True)
     except InvalidDicomError as exc:

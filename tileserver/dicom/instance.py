@@ -6,9 +6,9 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from pydicom.dataset import Dataset
 
 from tileserver.dicom.dicomjson import dataset_json
 from tileserver.dicom.frame_table import (
@@ -28,6 +28,9 @@ from tileserver.dicom.tiling import (
 )
 from tileserver.errors import CorruptSlideError, SlideError, UnsupportedError
 from tileserver.formats import TRANSFER_SYNTAXES, TransferSyntax
+
+if TYPE_CHECKING:  # pydicom loads only when a file is indexed (header.read_header)
+    from pydicom.dataset import Dataset
 
 #: Codestream starts by media type, for a cheap sanity check of the first frame.
 _SIGNATURES = {

@@ -8,14 +8,16 @@ in the Per-Frame Functional Groups, or in the Shared group for single-frame inst
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from pydicom.dataset import Dataset
 
 from tileserver.dicom.header import InstanceHeader
 from tileserver.errors import CorruptSlideError
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 POSITION_DTYPE = np.dtype([("col", "<i4"), ("row", "<i4"), ("path", "<u2"), ("z", "<f4")])
 PositionArray = npt.NDArray[np.void]

@@ -19,7 +19,8 @@ aborts the stream.
 ``GET /slides/{id}/tissue`` returns the tissue mask (``tileserver.tissue``) as a PNG, or
 with ``?format=json`` its size and the tile flags of level ``?level=N`` (default 0). Both
 are computed in a worker thread and kept in the service cache per slide version (and
-level).
+level). The codecs and ``tileserver.tissue`` (Pillow) are imported where used, not at
+start-up.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import io
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import numpy as np
@@ -41,7 +42,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Send
 
-from tileserver import codec, compose, tissue
+from tileserver import compose
 from tileserver.cache import coalesce, make_key, pack, unpack
 from tileserver.compose import Plane
 from tileserver.errors import InvalidRequestError, LimitExceededError
@@ -51,8 +52,11 @@ from tileserver.http.params import format_param, int_param
 from tileserver.http.responses import etag_for, image_response
 from tileserver.http.state import service_of
 from tileserver.readers.coalesce import check_plane, read_tiles
-from tileserver.service import TileService
+from tileserver.service import TileService, importing
 from tileserver.slide import Level, Slide
+
+if TYPE_CHECKING:
+    from tileserver import tissue
 
 MAX_BATCH = 1024
 #: Request body limit: room for MAX_BATCH ``[level, col, row]`` entries, even indented.
@@ -286,6 +290,8 @@ def _multipart_chunk(slide: Slide, chunk: Sequence[Address], plane: Plane, bound
 
 
 def _pixels_chunk(slide: Slide, chunk: Sequence[Address], *, plane: Plane, size: Size) -> bytes:
+    from tileserver import codec
+
     out = np.full((len(chunk), size.height, size.width, 3), compose.BACKGROUND, dtype=np.uint8)
     for i, ((level, col, row), encoded) in enumerate(
         zip(chunk, _read_chunk(slide, chunk, plane), strict=True)
@@ -309,7 +315,10 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
 # -- tissue -----------------------------------------------------------------------------------
 
 
+@importing("tileserver.tissue")
 async def get_tissue(request: Request) -> Response:
+    from tileserver import tissue
+
     service = service_of(request)
     slide = await service.slide(request.path_params["slide_id"])
     fmt = format_param(request, "png", ("png", "json"))
@@ -322,6 +331,7 @@ async def get_tissue(request: Request) -> Response:
 
 async def tissue_png(service: TileService, slide: Slide) -> bytes:
     """The slide's mask as a PNG, from the service cache or computed once (in a thread)."""
+    from tileserver import tissue
 
     def produce() -> bytes:
         return tissue.compute(slide, service.tiles).png()
@@ -332,6 +342,8 @@ async def tissue_png(service: TileService, slide: Slide) -> bytes:
 
 async def tissue_json(service: TileService, slide: Slide, level: Level) -> bytes:
     """The mask's facts and ``level``'s tile flags as JSON, cached like the PNG."""
+    from tileserver import tissue
+
     png = await tissue_png(service, slide)
 
     def produce() -> bytes:
@@ -368,6 +380,8 @@ async def _cached(
 
 
 def _tissue_facts(mask: tissue.TissueMask, level: Level) -> bytes:
+    from tileserver import tissue
+
     flags = mask.tile_flags(level)
     height, width = mask.mask.shape
     return orjson.dumps(

@@ -1,34 +1,25 @@
 """DICOMweb front under ``/dicomweb``: QIDO-RS, WADO-RS (metadata, frames, bulk data,
 instances, rendered, thumbnail) and STOW-RS. Logic lives in ``tileserver.dicomweb``; this
 module maps requests onto it and streams the answers.
+
+Most of that logic needs pydicom, which is slow to import: those modules are imported by
+the handlers that use them (``_DEFERRED``), so a server that is never asked for DICOMweb
+never loads pydicom, and the first DICOMweb request loads it in a worker thread.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from tileserver import codec
-from tileserver.dicomweb import accept, qido
+from tileserver.dicomweb import accept
 from tileserver.dicomweb.accept import Offer
-from tileserver.dicomweb.dicomjson import SERIES_UID, STUDY_UID
-from tileserver.dicomweb.instances import (
-    FrameSource,
-    InstanceRef,
-    bulk_value,
-    deliver,
-    find_instance,
-    find_instances,
-    is_eight_bit,
-    iter_file,
-    parse_frame_list,
-)
-from tileserver.dicomweb.metadata import iter_metadata
 from tileserver.dicomweb.multipart import (
     PART_END,
     closing,
@@ -36,18 +27,29 @@ from tileserver.dicomweb.multipart import (
     new_boundary,
     part_header,
 )
-from tileserver.dicomweb.rendered import RenderOptions, parse_viewport, render_frame
-from tileserver.dicomweb.rendered import render_instance as render_whole
 from tileserver.errors import InvalidRequestError, NotAcceptableError
 from tileserver.http.params import int_param
 from tileserver.http.responses import json_response
 from tileserver.http.state import service_of
-from tileserver.service import TileService
+from tileserver.service import TileService, importing
+
+if TYPE_CHECKING:
+    from tileserver.dicomweb import qido
+    from tileserver.dicomweb.instances import FrameSource, InstanceRef
+    from tileserver.dicomweb.rendered import RenderOptions
 
 DICOM_JSON = "application/dicom+json"
 Handler = Callable[[Request], Awaitable[Response]]
 #: Frames per worker-thread hop when streaming frames.
 FRAMES_PER_CHUNK = 32
+#: What the handlers import when called; ``_deferred`` imports it off the event loop first.
+_DEFERRED = (
+    "tileserver.dicomweb.instances",
+    "tileserver.dicomweb.metadata",
+    "tileserver.dicomweb.qido",
+    "tileserver.dicomweb.rendered",
+)
+_deferred = importing(*_DEFERRED)
 
 
 def base_url(request: Request) -> str:
@@ -75,7 +77,11 @@ def _uids(request: Request) -> tuple[str, str, str]:
 
 
 def _search(level: qido.Level) -> Handler:
+    @_deferred
     async def handler(request: Request) -> Response:
+        from tileserver.dicomweb import qido
+        from tileserver.dicomweb.dicomjson import SERIES_UID, STUDY_UID
+
         _check_json_accept(request)
         scope = {STUDY_UID: request.path_params.get("study"), SERIES_UID: None}
         scope[SERIES_UID] = request.path_params.get("series")
@@ -117,6 +123,8 @@ def _check_json_accept(request: Request) -> None:
 
 
 async def _refs(request: Request) -> list[InstanceRef]:
+    from tileserver.dicomweb.instances import find_instance, find_instances
+
     study, series, instance = _uids(request)
     catalog = service_of(request).library.catalog
     if instance:
@@ -124,13 +132,17 @@ async def _refs(request: Request) -> list[InstanceRef]:
     return await to_thread.run_sync(find_instances, catalog, study, series or None)
 
 
+@_deferred
 async def metadata(request: Request) -> Response:
+    from tileserver.dicomweb.metadata import iter_metadata
+
     _check_json_accept(request)
     refs = await _refs(request)
     body = iter_metadata(service_of(request).library.catalog, refs, base_url(request))
     return StreamingResponse(body, media_type=DICOM_JSON)
 
 
+@_deferred
 async def retrieve(request: Request) -> Response:
     """Whole instances as multipart/related; type="application/dicom", streamed from disk."""
     refs = await _refs(request)
@@ -141,6 +153,8 @@ async def retrieve(request: Request) -> Response:
 
 
 def _dicom_parts(refs: Sequence[InstanceRef], boundary: str) -> Iterator[bytes]:
+    from tileserver.dicomweb.instances import iter_file
+
     for ref in refs:
         part_type = f"{accept.DICOM}; transfer-syntax={ref.header.transfer_syntax}"
         yield part_header(boundary, part_type)
@@ -149,8 +163,11 @@ def _dicom_parts(refs: Sequence[InstanceRef], boundary: str) -> Iterator[bytes]:
     yield closing(boundary)
 
 
+@_deferred
 async def bulkdata(request: Request) -> Response:
     """A bulk value; ``Range`` (one range) is honoured for a bare octet-stream answer only."""
+    from tileserver.dicomweb.instances import bulk_value, iter_file
+
     (ref,) = await _refs(request)
     multipart = accept.negotiate_bulk(_accepted(request))
     value = await to_thread.run_sync(bulk_value, ref, request.path_params["tag"])
@@ -222,13 +239,19 @@ def _position(digits: str) -> int | None:
 
 
 async def _source(request: Request) -> tuple[TileService, FrameSource]:
+    from tileserver.dicomweb.instances import FrameSource
+
     service = service_of(request)
     (ref,) = await _refs(request)
     slide = await service.slide(ref.series_uid)
     return service, FrameSource(slide, ref)
 
 
+@_deferred
 async def frames(request: Request) -> Response:
+    from tileserver import codec
+    from tileserver.dicomweb.instances import deliver, is_eight_bit, parse_frame_list
+
     service, source = await _source(request)
     numbers = parse_frame_list(request.path_params["frames"])
     source.check(numbers)
@@ -249,6 +272,8 @@ def _frame_parts(
     source: FrameSource, numbers: list[int], offer: Offer, quality: int, boundary: str
 ) -> Iterator[bytes]:
     """Parts in batches: each ``next`` runs in a worker thread (Starlette), one hop a batch."""
+    from tileserver.dicomweb.instances import deliver
+
     part_type = _part_type(offer)
     for start in range(0, len(numbers), FRAMES_PER_CHUNK):
         chunk = []
@@ -267,6 +292,8 @@ def _part_type(offer: Offer) -> str:
 
 
 def _render_options(request: Request, service: TileService, viewport: str | None) -> RenderOptions:
+    from tileserver.dicomweb.rendered import RenderOptions, parse_viewport
+
     fmt = accept.negotiate_rendered(_accepted(request))
     quality = int_param(request, "quality", service.settings.jpeg_quality, minimum=1, maximum=100)
     icc = request.query_params.get("iccprofile", "no").lower()
@@ -282,7 +309,10 @@ def _image(data: bytes, fmt: str) -> Response:
 
 
 def _rendered_instance(default_viewport: str | None) -> Handler:
+    @_deferred
     async def handler(request: Request) -> Response:
+        from tileserver.dicomweb.rendered import render_instance as render_whole
+
         service, source = await _source(request)
         options = _render_options(request, service, default_viewport)
         limit = service.settings.max_output_pixels
@@ -293,7 +323,11 @@ def _rendered_instance(default_viewport: str | None) -> Handler:
 
 
 def _rendered_frame(default_viewport: str | None) -> Handler:
+    @_deferred
     async def handler(request: Request) -> Response:
+        from tileserver.dicomweb.instances import parse_frame_list
+        from tileserver.dicomweb.rendered import render_frame
+
         service, source = await _source(request)
         numbers = parse_frame_list(request.path_params["frames"])
         if len(numbers) != 1:
@@ -305,6 +339,7 @@ def _rendered_frame(default_viewport: str | None) -> Handler:
     return handler
 
 
+@_deferred
 async def series_thumbnail(request: Request) -> Response:
     service = service_of(request)
     refs = await _refs(request)

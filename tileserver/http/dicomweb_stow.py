@@ -3,6 +3,9 @@
 Each part streams to a temporary file, is indexed like any other file, moved under
 ``<stow>/<study>/<series>/<sop>.dcm`` and put into the catalog, so it is searchable and
 servable through every front as soon as the response is sent.
+
+``tileserver.dicomweb.stow`` needs pydicom: like the rest of DICOMweb it is imported where
+used, and first in a worker thread (``importing``), not at start-up.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio import to_thread
@@ -18,7 +21,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tileserver.dicomweb import accept, stow
+from tileserver.dicomweb import accept
 from tileserver.dicomweb.multipart import (
     MultipartError,
     MultipartParser,
@@ -29,12 +32,18 @@ from tileserver.errors import UnsupportedError, UnsupportedMediaTypeError
 from tileserver.http.dicomweb import DICOM_JSON, base_url
 from tileserver.http.responses import json_response
 from tileserver.http.state import service_of
-from tileserver.service import TileService
+from tileserver.service import TileService, importing
+
+if TYPE_CHECKING:
+    from tileserver.dicomweb import stow
 
 log = logging.getLogger(__name__)
 
 
+@importing("tileserver.dicomweb.stow")
 async def store(request: Request) -> Response:
+    from tileserver.dicomweb import stow
+
     service = service_of(request)
     stow_dir = service.settings.stow_directory
     if stow_dir is None:
@@ -75,6 +84,8 @@ class _Receiver:
         self._rejected: stow.Outcome | None = None
 
     async def run(self, request: Request, boundary: str) -> None:
+        from tileserver.dicomweb import stow
+
         parser = MultipartParser(boundary)
         try:
             await self._receive(request, parser)
@@ -100,6 +111,8 @@ class _Receiver:
             self.error = "the client disconnected before the end of the request"
 
     async def _on_guarded(self, event: PartEvent) -> None:
+        from tileserver.dicomweb import stow
+
         try:
             await self._on(event)
         except Exception as exc:  # any failure of one part: report it, go on with the next
@@ -112,6 +125,8 @@ class _Receiver:
                 self._rejected = outcome
 
     async def _on(self, event: PartEvent) -> None:
+        from tileserver.dicomweb import stow
+
         if event.kind == "start":
             part_type = event.headers.get("content-type", accept.DICOM).split(";")[0].strip()
             self._rejected = None
@@ -135,6 +150,8 @@ class _Receiver:
             await to_thread.run_sync(self._file.write, data)
 
     async def _finish(self) -> None:
+        from tileserver.dicomweb import stow
+
         if self._rejected is not None:
             self.outcomes.append(self._rejected)
             self._rejected = None

@@ -1,23 +1,27 @@
 """IIIF Image API 3.0 (``/iiif/3``) and 2.1 (``/iiif/2``) at compliance level 2.
 
 A request equal to one stored frame takes the no-decode path; everything else is rendered
-from the best level, transformed (mirror, rotation, quality) and cached.
+from the best level, transformed (mirror, rotation, quality) and cached. The IIIF logic is
+imported by the handlers that use it, not at start-up.
 """
 
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from tileserver import iiif, imageops
-from tileserver.compose import Pixels
 from tileserver.errors import NotFoundError
 from tileserver.http.responses import etag_for, image_response, json_response
 from tileserver.http.state import service_of
+from tileserver.service import importing
 from tileserver.timing import Timings
+
+if TYPE_CHECKING:
+    from tileserver.compose import Pixels
 
 OUTPUT = {"jpg": "jpeg", "png": "png", "webp": "webp"}
 PROFILE_LINK = {
@@ -55,7 +59,10 @@ async def redirect_to_info(request: Request) -> Response:
     return RedirectResponse(base_id(request, version, slide.id) + "/info.json", status_code=303)
 
 
+@importing("tileserver.iiif")
 async def info(request: Request) -> Response:
+    from tileserver import iiif
+
     version = _version(request)
     service = service_of(request)
     slide = await service.slide(request.path_params["slide_id"])
@@ -86,7 +93,10 @@ async def info(request: Request) -> Response:
     )
 
 
+@importing("tileserver.iiif")
 async def image(request: Request) -> Response:
+    from tileserver import iiif
+
     version = _version(request)
     service, timings = service_of(request), Timings()
     slide = await service.slide(request.path_params["slide_id"], timings)
@@ -124,6 +134,8 @@ async def image(request: Request) -> Response:
 
 
 def _transform(pixels: Pixels, *, mirror: bool, rotation: float, quality: str) -> Pixels:
+    from tileserver import imageops  # in a worker thread (``TileService.render``)
+
     if mirror:
         pixels = imageops.mirror(pixels)
     return imageops.recolour(imageops.rotate(pixels, rotation), quality)
