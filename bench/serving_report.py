@@ -170,12 +170,19 @@ def composed_table(bench: Bench) -> str:
     return markdown_table([*header, "p50 ms", "p99 ms", "errors", "cache hits / misses"], rows)
 
 
+CATALOG_LABELS = {
+    "built": "built (restart)",
+    "empty": "empty (first index)",
+    "none": "— (`python -c` importing numpy, sqlite3, anyio, starlette, uvicorn: the floor)",
+}
+
+
 def cold_table(cold: Sequence[ColdStart]) -> str:
     rows = [
         [
             case.server,
             str(case.workers),
-            "built (restart)" if case.catalog == "built" else "empty (first index)",
+            CATALOG_LABELS[case.catalog],
             ", ".join(f"{t:.0f}" for t in case.runs_ms) or "—",
             f"{case.median_ms:.0f}" if case.runs_ms else "—",
             "; ".join(case.failures) or "0",
