@@ -28,6 +28,7 @@ from tileserver.dicomweb.multipart import (
     part_header,
 )
 from tileserver.errors import InvalidRequestError, NotAcceptableError
+from tileserver.http.forwarded import public_origin
 from tileserver.http.params import int_param
 from tileserver.http.responses import json_response
 from tileserver.http.state import service_of
@@ -53,15 +54,8 @@ _deferred = importing(*_DEFERRED)
 
 
 def base_url(request: Request) -> str:
-    """The absolute DICOMweb root for URLs in responses, from the request's Host."""
-    root = request.scope.get("root_path", "")
-    netloc = request.url.netloc
-    server = request.scope.get("server")
-    # Some clients (dicomweb-client) send Host without the port; on a direct connection
-    # (Host names the socket's own address) the socket's port is the right one.
-    if server and ":" not in netloc and netloc == server[0] and server[1] not in (80, 443):
-        netloc = f"{netloc}:{server[1]}"
-    return f"{request.url.scheme}://{netloc}{root}/dicomweb"
+    """The absolute DICOMweb root for URLs in responses, as the client addressed us."""
+    return f"{public_origin(request)}/dicomweb"
 
 
 def _accepted(request: Request) -> list[accept.AcceptEntry]:

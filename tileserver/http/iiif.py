@@ -15,6 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from tileserver.errors import NotFoundError
+from tileserver.http.forwarded import public_origin
 from tileserver.http.responses import etag_for, image_response, json_response
 from tileserver.http.state import service_of
 from tileserver.service import importing
@@ -39,17 +40,7 @@ def _version(request: Request) -> int:
 
 def base_id(request: Request, version: int, slide_id: str) -> str:
     """The service id as the client addressed it, behind proxies too (X-Forwarded-*)."""
-    headers = request.headers if _from_trusted_proxy(request) else {}
-    scheme = headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
-    host = headers.get("x-forwarded-host", request.headers.get("host", request.url.netloc))
-    prefix = headers.get("x-forwarded-prefix", "").rstrip("/")
-    return f"{scheme}://{host.split(',')[0].strip()}{prefix}/iiif/{version}/{slide_id}"
-
-
-def _from_trusted_proxy(request: Request) -> bool:
-    allowed = service_of(request).settings.forwarded_allow_ips
-    trusted = {ip.strip() for ip in allowed.split(",")}
-    return "*" in trusted or (request.client is not None and request.client.host in trusted)
+    return f"{public_origin(request)}/iiif/{version}/{slide_id}"
 
 
 async def redirect_to_info(request: Request) -> Response:

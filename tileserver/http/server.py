@@ -34,8 +34,7 @@ def _uvicorn(settings: Settings) -> None:
         http="auto",
         log_level=settings.log_level,
         access_log=False,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        proxy_headers=False,  # the app reads X-Forwarded-* itself (http/forwarded.py)
     )
 
 
