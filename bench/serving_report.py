@@ -254,8 +254,9 @@ def write_doc(bench: Bench, cold: Sequence[ColdStart], elapsed: float) -> None:
         f"figure is the median of {args.repeats} runs (max: the largest; errors: the sum), "
         "each run's req/s shown. wrk runs on "
         "the same 2 cores as the server: read the nginx rows as the ceiling of this client "
-        "and machine. This VM is noisy: the same nginx point has ranged from ~50k to "
-        "~135k req/s between runs, so compare servers within one run. tileserver starts on "
+        "and machine. These VMs are noisy and differ between sessions: the same nginx "
+        "point has ranged from ~23k to ~135k req/s, so compare servers within one run. "
+        "tileserver starts on "
         "a catalog built by `tileserver index`, as in a production restart.",
         "",
         "### Targets",
