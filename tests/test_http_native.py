@@ -345,3 +345,27 @@ def test_fast_path_serves_composed_tiles_from_the_in_process_cache(
     assert fast.headers["server-timing"].startswith("read;dur=")
     assert fast.content == full.content and fast.headers["etag"] == full.headers["etag"]
     assert fast.headers["content-type"] == "image/png"
+
+
+@pytest.mark.parametrize("server_name", ["uvicorn", "granian"])
+def test_restricted_cors_origins_hold_on_the_tile_fast_path(
+    fixture_dir: dict[str, FixtureSet], tmp_path: Path, server_name: str
+) -> None:
+    """With named origins the answer depends on Origin: every tile response, the fast
+    path's included, says so (Vary) and allows only a listed origin."""
+    if server_name == "granian":
+        pytest.importorskip("granian")
+    fs = fixture_dir["jpeg_bot"]
+    viewer = "https://viewer.example"
+    args = ["--server", server_name, "--cors-origins", viewer]
+    with serving_cases(fixture_dir, ["jpeg_bot"], tmp_path, extra_args=args) as server:
+        url = f"{server.url}/slides/{fs.series_uid}/tiles/0/1/1"
+        httpx.get(url)  # opens the slide: later requests take the fast path
+        for _ in range(2):
+            allowed = httpx.get(url, headers={"Origin": viewer})
+            assert allowed.headers["server-timing"].startswith("read;")  # the fast path
+            assert allowed.headers["access-control-allow-origin"] == viewer
+            assert "Origin" in allowed.headers["vary"]
+            other = httpx.get(url, headers={"Origin": "https://elsewhere.example"})
+            assert "access-control-allow-origin" not in other.headers
+            assert "Origin" in other.headers["vary"]

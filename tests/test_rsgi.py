@@ -43,7 +43,7 @@ def test_fast_path_and_bridge_give_the_same_tile(
     bridged = granian.get(url, params={"z": 0})  # a query string always takes the full app
     fast = granian.get(url)  # the slide is open and the bytes cached: the fast path
     assert fast.content == bridged.content == stored(fs, 1, 1)
-    assert fast.headers["server-timing"] == "read;dur=" + fast.headers["server-timing"][9:]
+    assert fast.headers["server-timing"].startswith("read;dur=")  # the fast path's only phase
     assert "index" in bridged.headers["server-timing"]  # the full app's phases
     for header in ("content-type", "etag", "cache-control", "access-control-allow-origin"):
         assert fast.headers[header] == bridged.headers[header], header

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -25,7 +26,7 @@ from tileserver.compose import DEFAULT_PLANE
 from tileserver.dzi import DeepZoom, frame_aligned, native_level_for
 from tileserver.formats import JPEG
 from tileserver.http.dzi import COMPOSED_KEY, DZI_FORMATS, composed_request, deep_zoom
-from tileserver.http.middleware import EXPOSED_HEADERS
+from tileserver.http.middleware import CorsPolicy
 from tileserver.http.responses import TILE_CACHE_CONTROL, dzi_etag, tile_etag
 from tileserver.http.state import AppState
 from tileserver.service import TileService
@@ -35,8 +36,10 @@ TILES_ROUTE = "/slides/{slide_id}/tiles/{level:int}/{col:int}/{row:int}"
 DZI_ROUTE = "/dzi/{slide_id}_files/{level:int}/{name}"
 _TILE_PATH = re.compile(r"/slides/([^/]+)/tiles/(\d{1,6})/(\d{1,9})/(\d{1,9})", re.ASCII)
 _DZI_PATH = re.compile(r"/dzi/([^/]+)_files/(\d{1,6})/(\d{1,9})_(\d{1,9})\.(\w+)", re.ASCII)
-_MEMO_LIMIT = 4096
-_KEY_MEMO_LIMIT = 65536  # composed-tile cache keys, ~250 bytes each
+_SLIDE_MEMO_LIMIT = 4096
+_KEY_MEMO_LIMIT = 65536  # composed-tile cache keys per slide, ~250 bytes each
+
+Headers = list[tuple[str, str]]
 
 
 class Answer(NamedTuple):
@@ -46,23 +49,41 @@ class Answer(NamedTuple):
     etag: str
 
 
+@dataclass
+class _SlideMemo:
+    """What the fast path derives once per slide version."""
+
+    zoom: DeepZoom
+    #: DZI level -> stored level, for levels whose DZI tiles are the stored frames.
+    native: dict[int, int]
+    #: (DZI level, col, row, format) -> the cache key the app renders that tile under.
+    keys: dict[tuple[int, int, int, str], str] = field(default_factory=dict)
+
+
 class FastPath:
     """A request path to a complete 200 answer, or None when the app must answer."""
 
     def __init__(self, state: AppState) -> None:
         self.state = state
-        self.cors = state.settings.cors_origins.strip() == "*"
-        self._native: dict[tuple[str, str], dict[int, int]] = {}
-        self._zooms: dict[tuple[str, str], DeepZoom] = {}
-        self._keys: dict[tuple[str, str, int, int, int, str], str] = {}
-        fixed = [("cache-control", TILE_CACHE_CONTROL)]
-        if self.cors:
-            fixed += [
-                ("access-control-allow-origin", "*"),
-                ("access-control-expose-headers", EXPOSED_HEADERS),
-            ]
-        self.fixed_headers = fixed
-        self.fixed_raw_headers = [(k.encode(), v.encode()) for k, v in fixed]
+        self.cors = CorsPolicy(state.settings.cors_origins)
+        self._slides: dict[tuple[str, str], _SlideMemo] = {}
+
+    def respond(self, path: str, origin: str) -> tuple[Answer, Headers] | None:
+        """The answer and its response headers (counted in the metrics), or None."""
+        start = time.perf_counter()
+        answer = self.answer(path)
+        if answer is None:
+            return None
+        elapsed = time.perf_counter() - start
+        self.state.metrics.observe_request(answer.route, "GET", 200, elapsed)
+        headers = [
+            ("content-type", answer.media_type),
+            ("etag", answer.etag),
+            ("cache-control", TILE_CACHE_CONTROL),
+            ("server-timing", f"read;dur={elapsed * 1000:.2f}"),
+            *self.cors.headers(origin),
+        ]
+        return answer, headers
 
     def answer(self, path: str) -> Answer | None:
         service = self.state.service
@@ -78,9 +99,6 @@ class FastPath:
         except Exception:  # the full app answers with the right status and message
             return None
         return None
-
-    def observe(self, answer: Answer, seconds: float) -> None:
-        self.state.metrics.observe_request(answer.route, "GET", 200, seconds)
 
     def _stored(
         self, service: TileService, slide_id: str, level_text: str, col_text: str, row_text: str
@@ -109,68 +127,44 @@ class FastPath:
         if slide is None or fmt is None:
             return None
         z_level, col, row = int(level_text), int(col_text), int(row_text)
-        etag = dzi_etag(slide.version, z_level, col, row, fmt)
-        native = self._native_levels(slide).get(z_level)
+        memo = self._memo(slide)
+        native = memo.native.get(z_level)
         if native is None:
-            rendered = service.cached_in_process(
-                self._composed_key(service, slide, z_level, col, row, fmt)
-            )
+            key = memo.keys.get((z_level, col, row, fmt))
+            if key is None:
+                l0, out_size = composed_request(memo.zoom, z_level, col, row)
+                key = service.render_key(slide, l0, out_size, fmt, COMPOSED_KEY)
+                if len(memo.keys) >= _KEY_MEMO_LIMIT:
+                    memo.keys.clear()
+                memo.keys[(z_level, col, row, fmt)] = key
+            rendered = service.cached_in_process(key)
             if rendered is None:
                 return None
-            return Answer(DZI_ROUTE, rendered.data, rendered.media_type, etag)
-        if fmt != "jpeg":
-            return None
-        level = slide.levels[native]
-        if level.tile_region(col, row).size != level.tile_size:
-            return None  # edge frames are padded: the app crops them
-        tile = slide.read_tile_bytes_if_cached(native, col, row)
-        if tile is None or tile.media_type != JPEG:
-            return None
-        return Answer(DZI_ROUTE, tile.data, JPEG, etag)
+            data, media_type = rendered.data, rendered.media_type
+        else:
+            level = slide.levels[native]
+            if fmt != "jpeg" or level.tile_region(col, row).size != level.tile_size:
+                return None  # a transcode, or a padded edge frame to crop: the app's job
+            tile = slide.read_tile_bytes_if_cached(native, col, row)
+            if tile is None or tile.media_type != JPEG:
+                return None
+            data, media_type = tile.data, JPEG
+        return Answer(DZI_ROUTE, data, media_type, dzi_etag(slide.version, z_level, col, row, fmt))
 
-    def _composed_key(
-        self, service: TileService, slide: Slide, z_level: int, col: int, row: int, fmt: str
-    ) -> str:
-        """The cache key the app renders this DZI tile under (memoized: a viewer asks for
-        the same tiles again and again, and the key costs a digest)."""
-        memo = (slide.id, slide.version, z_level, col, row, fmt)
-        key = self._keys.get(memo)
-        if key is None:
-            l0, out_size = composed_request(self._deep_zoom(slide), z_level, col, row)
-            key = service.render_key(slide, l0, out_size, fmt, COMPOSED_KEY)
-            if len(self._keys) >= _KEY_MEMO_LIMIT:
-                self._keys.clear()
-            self._keys[memo] = key
-        return key
-
-    def _native_levels(self, slide: Slide) -> dict[int, int]:
-        """DZI level -> stored level, for levels whose DZI tiles are the stored frames."""
+    def _memo(self, slide: Slide) -> _SlideMemo:
         key = (slide.id, slide.version)
-        known = self._native.get(key)
-        if known is None:
-            dz = self._deep_zoom(slide)
-            known = {}
-            for z_level in range(dz.level_count):
-                native = native_level_for(dz, z_level, slide.levels)
-                if native is not None and frame_aligned(dz, slide.levels[native]):
-                    known[z_level] = native
-            if len(self._native) > _MEMO_LIMIT:
-                self._native.clear()
-            self._native[key] = known
-        return known
-
-    def _deep_zoom(self, slide: Slide) -> DeepZoom:
-        key = (slide.id, slide.version)
-        dz = self._zooms.get(key)
-        if dz is None:
-            if len(self._zooms) > _MEMO_LIMIT:
-                self._zooms.clear()
-            dz = self._zooms[key] = deep_zoom(slide)
-        return dz
-
-
-def server_timing(seconds: float) -> str:
-    return f"read;dur={seconds * 1000:.2f}"
+        memo = self._slides.get(key)
+        if memo is None:
+            zoom = deep_zoom(slide)
+            native = {}
+            for z_level in range(zoom.level_count):
+                level = native_level_for(zoom, z_level, slide.levels)
+                if level is not None and frame_aligned(zoom, slide.levels[level]):
+                    native[z_level] = level
+            if len(self._slides) >= _SLIDE_MEMO_LIMIT:
+                self._slides.clear()
+            memo = self._slides[key] = _SlideMemo(zoom, native)
+        return memo
 
 
 class StoredTileFastPath:
@@ -182,21 +176,20 @@ class StoredTileFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
-            start = time.perf_counter()
-            answer = None
-            if not any(k == b"if-none-match" for k, _ in scope["headers"]):
-                answer = self.fast.answer(scope["path"])
-            if answer is not None:
-                elapsed = time.perf_counter() - start
-                headers = [
-                    (b"content-type", answer.media_type.encode()),
-                    (b"content-length", b"%d" % len(answer.data)),
-                    (b"etag", answer.etag.encode()),
-                    (b"server-timing", server_timing(elapsed).encode()),
-                    *self.fast.fixed_raw_headers,
-                ]
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
+            origin, conditional = b"", False
+            for name, value in scope["headers"]:
+                if name == b"origin":
+                    origin = value
+                elif name == b"if-none-match":
+                    conditional = True
+            found = (
+                None if conditional else self.fast.respond(scope["path"], origin.decode("latin-1"))
+            )
+            if found is not None:
+                answer, headers = found
+                raw = [(k.encode(), v.encode("latin-1")) for k, v in headers]
+                raw.append((b"content-length", b"%d" % len(answer.data)))
+                await send({"type": "http.response.start", "status": 200, "headers": raw})
                 await send({"type": "http.response.body", "body": answer.data})
-                self.fast.observe(answer, time.perf_counter() - start)
                 return
         await self.app(scope, receive, send)

@@ -24,46 +24,63 @@ _COMPRESSIBLE = (
 )
 
 
+class CorsPolicy:
+    """Which origins may read responses, and the headers that say so; shared by
+    ``CorsMiddleware`` and the tile fast path, which answers before the middleware runs."""
+
+    def __init__(self, origins: str = "*") -> None:
+        self.origins = [o.strip() for o in origins.split(",") if o.strip()] or ["*"]
+        self.any = "*" in self.origins
+        self._any_headers = [
+            ("access-control-allow-origin", "*"),
+            ("access-control-expose-headers", EXPOSED_HEADERS),
+        ]
+
+    def allow(self, origin: str) -> str | None:
+        """The ``Access-Control-Allow-Origin`` value for a request's Origin, or None."""
+        if self.any:
+            return "*"
+        return origin if origin in self.origins else None
+
+    def headers(self, origin: str) -> list[tuple[str, str]]:
+        """CORS headers of a response to a request from ``origin`` ("" without one)."""
+        if self.any:
+            return self._any_headers
+        allow = self.allow(origin)
+        exposed = [] if allow is None else self._any_headers[1:]
+        granted = [] if allow is None else [("access-control-allow-origin", allow)]
+        # The answer depends on Origin: tell caches, also when the request had none.
+        return [*granted, *exposed, ("vary", "Origin")]
+
+
 class CorsMiddleware:
     """``Access-Control-Allow-Origin`` on every response, errors included; preflights."""
 
     def __init__(self, app: ASGIApp, origins: str = "*") -> None:
         self.app = app
-        self.origins = [o.strip() for o in origins.split(",") if o.strip()] or ["*"]
-
-    def _allow(self, scope: Scope) -> bytes | None:
-        if "*" in self.origins:
-            return b"*"
-        origin = dict(scope["headers"]).get(b"origin", b"").decode("latin-1")
-        return origin.encode() if origin in self.origins else None
+        self.policy = CorsPolicy(origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        allow = self._allow(scope)
         headers = dict(scope["headers"])
+        origin = headers.get(b"origin", b"").decode("latin-1")
         if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
+            allow = self.policy.allow(origin)
             await self._preflight(allow, headers.get(b"access-control-request-headers"), send)
             return
+        extra = [(k.encode(), v.encode("latin-1")) for k, v in self.policy.headers(origin)]
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
-                extra = []
-                if allow is not None:
-                    extra += [
-                        (b"access-control-allow-origin", allow),
-                        (b"access-control-expose-headers", EXPOSED_HEADERS.encode()),
-                    ]
-                if "*" not in self.origins:  # the answer depends on Origin: tell caches
-                    extra.append((b"vary", b"Origin"))
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
 
     @staticmethod
-    async def _preflight(allow: bytes | None, requested: bytes | None, send: Send) -> None:
+    async def _preflight(allow: str | None, requested: bytes | None, send: Send) -> None:
         # Accept and Authorization always; any other header the browser asks for too.
         allowed = PREFLIGHT_HEADERS.encode() + (b", " + requested if requested else b"")
         headers = [
@@ -73,7 +90,7 @@ class CorsMiddleware:
             (b"content-length", b"0"),
         ]
         if allow is not None:
-            headers.append((b"access-control-allow-origin", allow))
+            headers.append((b"access-control-allow-origin", allow.encode("latin-1")))
         await send({"type": "http.response.start", "status": 204, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
 

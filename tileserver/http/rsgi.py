@@ -11,14 +11,13 @@ application.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 from urllib.parse import quote
 
 from starlette.types import ASGIApp, Message
 
-from tileserver.http.fastpath import FastPath, StoredTileFastPath, server_timing
+from tileserver.http.fastpath import FastPath, StoredTileFastPath
 
 Headers = list[tuple[str, str]]
 _PATH_SAFE = "/:@!$&'()*+,;=~"
@@ -26,6 +25,7 @@ _PATH_SAFE = "/:@!$&'()*+,;=~"
 
 class RSGIHeaders(Protocol):
     def __contains__(self, key: str) -> bool: ...
+    def get(self, key: str, default: str) -> str: ...
     def items(self) -> list[tuple[str, str]]: ...
 
 
@@ -76,19 +76,12 @@ class RSGIApp:
         if scope.proto != "http":
             return  # no websockets here; granian closes the connection
         if scope.method == "GET" and not scope.query_string:
-            start = time.perf_counter()
-            if "if-none-match" not in scope.headers:
-                answer = self.fast.answer(scope.path)
-                if answer is not None:
-                    elapsed = time.perf_counter() - start
-                    headers = [
-                        ("content-type", answer.media_type),
-                        ("etag", answer.etag),
-                        ("server-timing", server_timing(elapsed)),
-                        *self.fast.fixed_headers,
-                    ]
-                    protocol.response_bytes(200, headers, answer.data)
-                    self.fast.observe(answer, time.perf_counter() - start)
+            headers = scope.headers
+            if "if-none-match" not in headers:
+                found = self.fast.respond(scope.path, headers.get("origin", ""))
+                if found is not None:
+                    answer, response_headers = found
+                    protocol.response_bytes(200, response_headers, answer.data)
                     return
         await _Exchange(scope, protocol).run(self.app, self._state)
 
@@ -142,7 +135,7 @@ class _Exchange:
             except StopAsyncIteration:
                 self.body_done = True
                 return {"type": "http.request", "body": b"", "more_body": False}
-            return {"type": "http.request", "body": bytes(chunk), "more_body": True}
+            return {"type": "http.request", "body": chunk, "more_body": True}
         await self.protocol.client_disconnect()
         return {"type": "http.disconnect"}
 
