@@ -282,3 +282,31 @@ def test_a_file_rewritten_in_place_is_reindexed_before_it_is_read(
     assert new.read_tile_bytes(0, 1, 1).data == frames[across + 1]
     with pytest.raises(CorruptSlideError, match="changed since it was indexed"):
         old.read_tile_bytes(0, 1, 1)  # an in-flight reader of the old index never reads garbage
+
+
+def test_a_set_up_catalog_opens_without_writing(tmp_path: Path) -> None:
+    """Workers start together: once the schema is in place (``user_version``), opening the
+    catalog must not need the write lock another process may hold; an older or foreign
+    ``user_version`` runs the schema again."""
+    import sqlite3
+    import threading
+
+    from tileserver.catalog.store import SCHEMA_VERSION
+
+    path = tmp_path / "catalog.sqlite"
+    Catalog(path).close()
+    writer = sqlite3.connect(path, isolation_level=None)
+    assert writer.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    writer.execute("BEGIN IMMEDIATE")  # holds the write lock, as a scan in progress does
+    opened: list[Catalog] = []
+    opener = threading.Thread(target=lambda: opened.append(Catalog(path)), daemon=True)
+    opener.start()
+    opener.join(timeout=20)  # a hang guard only: blocked, it would wait out the busy timeout
+    writer.execute("ROLLBACK")
+    assert opened, "opening a set-up catalog waited for the write lock"
+    opened[0].close()
+
+    writer.execute("PRAGMA user_version=1")
+    Catalog(path).close()
+    assert writer.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    writer.close()

@@ -17,14 +17,14 @@ def public_origin(request: Request) -> str:
     """``scheme://host[:port][prefix]`` as the client addressed this server."""
     headers = request.headers
     scheme, host, prefix = request.url.scheme, _host(request), ""
-    if from_trusted_proxy(request):
+    if _from_trusted_proxy(request):
         scheme = _first(headers.get("x-forwarded-proto")) or scheme
         host = _first(headers.get("x-forwarded-host")) or host
         prefix = (_first(headers.get("x-forwarded-prefix")) or "").rstrip("/")
     return f"{scheme}://{host}{prefix}{request.scope.get('root_path', '')}"
 
 
-def from_trusted_proxy(request: Request) -> bool:
+def _from_trusted_proxy(request: Request) -> bool:
     allowed = service_of(request).settings.forwarded_allow_ips
     trusted = {ip.strip() for ip in allowed.split(",")}
     return "*" in trusted or (request.client is not None and request.client.host in trusted)
