@@ -77,6 +77,37 @@ def test_every_frame_equals_the_bytes_written(sets: dict[str, FixtureSet], case:
 
 
 @pytest.mark.parametrize("case", CASES)
+def test_page_cache_reads_equal_the_bytes_written(sets: dict[str, FixtureSet], case: str) -> None:
+    """The event-loop read (``read_tile_if_cached``, the tile fast path's) returns what the
+    generator wrote, or declines (None): before a file is open, and for multi-fragment
+    frames, which are joined in a thread. Absent tiles decline too; past the grid raises."""
+    fs = sets[case]
+    slide = open_fixture(fs)
+    reader = slide.reader
+    assert isinstance(reader, DicomReader)
+    first = next(tiles(fs, 0))
+    assert reader.read_tile_if_cached(0, first[2], first[3], first[1], 0) is None  # not open
+    served = 0
+    for level in slide.levels[: len(fs.levels)]:
+        expected_level = fs.level(level.index)
+        path_ids = expected_level.optical_paths
+        for path, plane, col, row, expected in tiles(fs, level.index):
+            ours_path = slide.optical_paths.index(path_ids[path]) if path_ids else 0
+            slide.read_tile_bytes(level.index, col, row, plane, ours_path)  # opens, caches
+            tile = reader.read_tile_if_cached(level.index, col, row, plane, ours_path)
+            if expected_level.fragments_per_frame > 1:
+                assert tile is None
+                continue
+            assert tile is not None and tile.data == expected, f"level {level.index} ({col},{row})"
+            served += 1
+        for path, plane, col, row in expected_level.absent_tiles:
+            assert reader.read_tile_if_cached(level.index, col, row, plane, path) is None
+        with pytest.raises(IndexError):
+            reader.read_tile_if_cached(level.index, level.grid.width, 0)
+    assert served > 0 or fs.level(0).fragments_per_frame > 1
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_absent_tiles_are_absent_not_errors(sets: dict[str, FixtureSet], case: str) -> None:
     fs = sets[case]
     slide = open_fixture(fs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -24,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tileserver.catalog.library import CHANGE_CHECK_SECONDS
 from tileserver.compose import DEFAULT_PLANE
 from tileserver.dzi import DeepZoom, frame_aligned, native_level_for
-from tileserver.formats import JPEG
+from tileserver.formats import JPEG, EncodedTile
 from tileserver.http.dzi import COMPOSED_KEY, DZI_FORMATS, composed_request, deep_zoom
 from tileserver.http.middleware import CorsPolicy
 from tileserver.http.responses import TILE_CACHE_CONTROL, dzi_etag, tile_etag
@@ -40,6 +41,8 @@ _SLIDE_MEMO_LIMIT = 4096
 _KEY_MEMO_LIMIT = 65536  # composed-tile cache keys per slide, ~250 bytes each
 
 Headers = list[tuple[str, str]]
+RawHeaders = list[tuple[bytes, bytes]]
+_RAW_CACHE_CONTROL = TILE_CACHE_CONTROL.encode()
 
 
 class Answer(NamedTuple):
@@ -56,6 +59,8 @@ class _SlideMemo:
     zoom: DeepZoom
     #: DZI level -> stored level, for levels whose DZI tiles are the stored frames.
     native: dict[int, int]
+    #: The reader's page-cache-only read (``read_tile_if_cached``), or None.
+    read: Callable[[int, int, int], EncodedTile | None] | None
     #: (DZI level, col, row, format) -> the cache key the app renders that tile under.
     keys: dict[tuple[int, int, int, str], str] = field(default_factory=dict)
 
@@ -66,16 +71,17 @@ class FastPath:
     def __init__(self, state: AppState) -> None:
         self.state = state
         self.cors = CorsPolicy(state.settings.cors_origins)
+        self._raw_any_cors = (
+            [(k.encode(), v.encode()) for k, v in self.cors.headers("")] if self.cors.any else None
+        )
         self._slides: dict[tuple[str, str], _SlideMemo] = {}
 
     def respond(self, path: str, origin: str) -> tuple[Answer, Headers] | None:
         """The answer and its response headers (counted in the metrics), or None."""
-        start = time.perf_counter()
-        answer = self.answer(path)
-        if answer is None:
+        found = self._timed(path)
+        if found is None:
             return None
-        elapsed = time.perf_counter() - start
-        self.state.metrics.observe_request(answer.route, "GET", 200, elapsed)
+        answer, elapsed = found
         headers = [
             ("content-type", answer.media_type),
             ("etag", answer.etag),
@@ -84,6 +90,38 @@ class FastPath:
             *self.cors.headers(origin),
         ]
         return answer, headers
+
+    def respond_raw(self, path: str, origin: bytes) -> tuple[Answer, RawHeaders] | None:
+        """``respond`` with the headers as ASGI wants them, content-length included; the
+        fixed ones are encoded once."""
+        found = self._timed(path)
+        if found is None:
+            return None
+        answer, elapsed = found
+        cors = self._raw_any_cors
+        if cors is None:
+            cors = [
+                (k.encode(), v.encode("latin-1"))
+                for k, v in self.cors.headers(origin.decode("latin-1"))
+            ]
+        headers = [
+            (b"content-type", answer.media_type.encode()),
+            (b"etag", answer.etag.encode()),
+            (b"cache-control", _RAW_CACHE_CONTROL),
+            (b"server-timing", b"read;dur=%.2f" % (elapsed * 1000)),
+            *cors,
+            (b"content-length", b"%d" % len(answer.data)),
+        ]
+        return answer, headers
+
+    def _timed(self, path: str) -> tuple[Answer, float] | None:
+        start = time.perf_counter()
+        answer = self.answer(path)
+        if answer is None:
+            return None
+        elapsed = time.perf_counter() - start
+        self.state.metrics.observe_request(answer.route, "GET", 200, elapsed)
+        return answer, elapsed
 
     def answer(self, path: str) -> Answer | None:
         service = self.state.service
@@ -106,8 +144,13 @@ class FastPath:
         slide = service.library.get_open(slide_id, CHANGE_CHECK_SECONDS)
         if slide is None:
             return None
+        read = self._memo(slide).read
+        if read is None:
+            return None
+        # The reader, not Slide: no address check, as the regular expression only yields
+        # non-negative numbers and the reader raises IndexError past the grid.
         level, col, row = int(level_text), int(col_text), int(row_text)
-        tile = slide.read_tile_bytes_if_cached(level, col, row)
+        tile = read(level, col, row)
         if tile is None:
             return None
         etag = tile_etag(slide.version, level, col, row, DEFAULT_PLANE, None)
@@ -145,7 +188,7 @@ class FastPath:
             level = slide.levels[native]
             if fmt != "jpeg" or level.tile_region(col, row).size != level.tile_size:
                 return None  # a transcode, or a padded edge frame to crop: the app's job
-            tile = slide.read_tile_bytes_if_cached(native, col, row)
+            tile = None if memo.read is None else memo.read(native, col, row)
             if tile is None or tile.media_type != JPEG:
                 return None
             data, media_type = tile.data, JPEG
@@ -163,7 +206,8 @@ class FastPath:
                     native[z_level] = level
             if len(self._slides) >= _SLIDE_MEMO_LIMIT:
                 self._slides.clear()
-            memo = self._slides[key] = _SlideMemo(zoom, native)
+            read = getattr(slide.reader, "read_tile_if_cached", None)
+            memo = self._slides[key] = _SlideMemo(zoom, native, read)
         return memo
 
 
@@ -182,14 +226,10 @@ class StoredTileFastPath:
                     origin = value
                 elif name == b"if-none-match":
                     conditional = True
-            found = (
-                None if conditional else self.fast.respond(scope["path"], origin.decode("latin-1"))
-            )
+            found = None if conditional else self.fast.respond_raw(scope["path"], origin)
             if found is not None:
                 answer, headers = found
-                raw = [(k.encode(), v.encode("latin-1")) for k, v in headers]
-                raw.append((b"content-length", b"%d" % len(answer.data)))
-                await send({"type": "http.response.start", "status": 200, "headers": raw})
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
                 await send({"type": "http.response.body", "body": answer.data})
                 return
         await self.app(scope, receive, send)

@@ -7,6 +7,7 @@ shared cursor or a lock around reads.
 from __future__ import annotations
 
 import os
+import struct
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -14,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from tileserver.dicom.pixeldata import strip_item_headers
-from tileserver.dicom.series import FrameGrid, SeriesLayout
+from tileserver.dicom.series import LEVEL_FRAME_DTYPE, FrameGrid, SeriesLayout
 from tileserver.errors import CorruptSlideError, NotFoundError, TileAbsentError
 from tileserver.formats import EncodedTile
 from tileserver.readers.base import ReaderLevel
@@ -37,6 +38,13 @@ class DicomReader:
         # Plane and path indexes are the slide's (level 0's); each level maps them by value.
         self._planes = [_plane_map(self.focal_planes, g.focal_planes) for g in layout.levels]
         self._paths = [_path_map(self.optical_paths, g.optical_paths) for g in layout.levels]
+        # The tables as memoryviews, read as Python ints: a numpy scalar lookup costs a few
+        # microseconds per tile under load, more than the rest of a stored-tile read.
+        self._tile_maps = [np.ascontiguousarray(g.tile_map).data for g in layout.levels]
+        self._rows = {
+            id(g): np.ascontiguousarray(g.frames).view(np.uint8).data
+            for g in (*layout.levels, *layout.associated.values())
+        }
         self._fds: dict[str, int] = {}
         self._open_lock = threading.Lock()
         # Descriptors close when the last reference goes, never under an in-flight read
@@ -98,7 +106,7 @@ class DicomReader:
         if path < 0:
             raise NotFoundError(f"level {level} has no optical path {optical_path}")
         plane = self._planes[level][focal_plane]
-        frame = int(self.layout.levels[level].tile_map[path, plane, row, col])
+        frame: int = self._tile_maps[level][path, plane, row, col]
         return frame if frame >= 0 else None
 
     def read_associated(self, name: str, col: int = 0, row: int = 0) -> EncodedTile:
@@ -131,37 +139,53 @@ class DicomReader:
         self, level: int, col: int, row: int, focal_plane: int = 0, optical_path: int = 0
     ) -> EncodedTile | None:
         """The tile when its bytes are in the page cache (``RWF_NOWAIT``: never waits on the
-        disk, so an event loop may call it), else None: read it in a thread instead."""
-        frame = self.frame_number(level, col, row, focal_plane, optical_path)
-        if frame is None or not _NOWAIT:
+        disk, so an event loop may call it), else None: read it in a thread instead.
+
+        The stored-tile hot path, written flat: each call or object touched costs several
+        times more under load than in a loop (docs/benchmarks.md). Addresses must be
+        checked by the caller; out of range raises ``IndexError``.
+        """
+        path = self._paths[level][optical_path]
+        if path < 0 or not _NOWAIT:
+            return None
+        frame: int = self._tile_maps[level][path, self._planes[level][focal_plane], row, col]
+        if frame < 0:
             return None
         grid = self.layout.levels[level]
-        path = grid.files[int(grid.frames["file"][frame])]
-        if path not in self._fds:
-            return None  # opening a file may wait on the disk
+        file_index, offset, length, fragments = _ROW.unpack_from(
+            self._rows[id(grid)], frame * _ROW.size
+        )
+        file = grid.files[file_index]
+        fd = self._fds.get(file)
+        if fd is None or fragments > 1:
+            return None  # opening may wait on the disk; fragments are joined in a thread
         try:
-            return self._read_frame(grid, frame, _read_nowait)
+            self._check_unchanged(fd, file)
+            data = _read_nowait(fd, length, offset)
         except BlockingIOError:
             return None
+        except OSError:
+            return None  # the thread read reports it
+        header = grid.headers[file_index]
+        return EncodedTile(data, header.transfer_syntax, header.pixel_format)
 
-    def _read_frame(
-        self, grid: FrameGrid, frame: int, read: Callable[[int, int, int], bytes] = os.pread
-    ) -> EncodedTile:
-        file_index, offset, length, fragments = grid.frames[frame].tolist()
+    def _read_frame(self, grid: FrameGrid, frame: int) -> EncodedTile:
+        rows = self._rows.get(id(grid))
+        if rows is None:  # a grid of another layout: rare, not kept
+            rows = np.ascontiguousarray(grid.frames).view(np.uint8).data
+        file_index, offset, length, fragments = _ROW.unpack_from(rows, frame * _ROW.size)
         path = grid.files[file_index]
         try:
             fd = self._fd(path)
             self._check_unchanged(fd, path)
             if fragments > 1:
                 # The span starts 8 bytes early so the first item header is included.
-                span = read(fd, length + 8, offset - 8)
+                span = os.pread(fd, length + 8, offset - 8)
                 data = strip_item_headers(span) if len(span) == length + 8 else b""
             else:
-                data = read(fd, length, offset)
+                data = os.pread(fd, length, offset)
                 if len(data) != length:
                     data = b""
-        except BlockingIOError:
-            raise
         except OSError as exc:
             raise CorruptSlideError(f"{grid.files[file_index]}: {exc.strerror or exc}") from exc
         if not data:
@@ -222,6 +246,9 @@ class DicomReader:
 
 
 _NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+#: One ``LEVEL_FRAME_DTYPE`` row (packed): file, offset, length, fragments.
+_ROW = struct.Struct("<HQQI")
+assert _ROW.size == LEVEL_FRAME_DTYPE.itemsize
 
 
 def _read_nowait(fd: int, length: int, offset: int) -> bytes:
