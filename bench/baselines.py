@@ -163,13 +163,15 @@ def index_catalog(slides: Path, catalog: Path, log: Path) -> None:
         subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=True, timeout=300)
 
 
-def start_tileserver(procs: Processes, slides: Path, work: Path, server: str) -> str:
+def start_tileserver(
+    procs: Processes, slides: Path, work: Path, server: str, workers: int = WORKERS
+) -> str:
     port = free_port()
     work.mkdir(parents=True, exist_ok=True)
     catalog = work / "catalog.sqlite"
     if not catalog.exists():
         index_catalog(slides, catalog, work / "index.log")
-    argv = tileserver_argv(slides, catalog, port, server)
+    argv = tileserver_argv(slides, catalog, port, server, workers)
     process = procs.start(argv, work / f"tileserver-{server}.log", cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/readyz", process, timeout=120)
@@ -187,7 +189,13 @@ def asgi_argv(target: str, server: str, port: int, workers: int = WORKERS) -> li
 
 
 def start_bare(
-    procs: Processes, server: str, dicom: Path, index: Path, grid: int, work: Path
+    procs: Processes,
+    server: str,
+    dicom: Path,
+    index: Path,
+    grid: int,
+    work: Path,
+    workers: int = WORKERS,
 ) -> str:
     port = free_port()
     env = {
@@ -197,7 +205,7 @@ def start_bare(
         "BENCH_BARE_GRID": str(grid),
     }
     target = "bench.bare_app:rsgi_app" if server == "granian-rsgi" else "bench.bare_app:app"
-    argv = asgi_argv(target, server, port)
+    argv = asgi_argv(target, server, port, workers)
     process = procs.start(argv, work / f"bare-{server}.log", cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/tiles/0/0", process)

@@ -142,8 +142,8 @@ class DicomReader:
         disk, so an event loop may call it), else None: read it in a thread instead.
 
         The stored-tile hot path, written flat: each call or object touched costs several
-        times more under load than in a loop (docs/benchmarks.md). Addresses must be
-        checked by the caller; out of range raises ``IndexError``.
+        times more under load than in a loop ("CPU per stored tile" in docs/benchmarks.md).
+        Addresses must be checked by the caller; out of range raises ``IndexError``.
         """
         path = self._paths[level][optical_path]
         if path < 0 or not _NOWAIT:
