@@ -161,3 +161,15 @@ def browser() -> Iterator[object]:
             yield instance
         finally:
             instance.close()
+
+
+@pytest.fixture(scope="module")
+def load_target(
+    tmp_path_factory: pytest.TempPathFactory, fixture_dir: dict[str, FixtureSet]
+) -> Iterator[str]:
+    """URL of a real server on the jpeg_bot and sparse cases, for the load generators."""
+    from serverproc import serving_cases
+
+    workdir = tmp_path_factory.mktemp("load-target")
+    with serving_cases(fixture_dir, ("jpeg_bot", "sparse"), workdir) as process:
+        yield process.url

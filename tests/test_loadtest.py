@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serverproc import free_port, serving_cases
+from serverproc import free_port
 
 from fixtures import FixtureSet
 from tileserver.cli import main as cli_main
@@ -18,19 +17,10 @@ from tileserver.loadtest.scenarios import dzi_pyramid
 KEYS = {"pattern", "requests", "errors", "rps", "duration_s", "latency_ms", "status_counts"}
 
 
-@pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, fixture_dir: dict[str, FixtureSet]
-) -> Iterator[str]:
-    workdir = tmp_path_factory.mktemp("server")
-    with serving_cases(fixture_dir, ("jpeg_bot", "sparse"), workdir) as process:
-        yield process.url
-
-
 @pytest.mark.parametrize("pattern", ["viewer", "random", "scan"])
-def test_each_pattern_runs_without_errors(server: str, tmp_path: Path, pattern: str) -> None:
+def test_each_pattern_runs_without_errors(load_target: str, tmp_path: Path, pattern: str) -> None:
     out = tmp_path / "result.json"
-    args = [server, "--pattern", pattern, "--duration", "2", "--concurrency", "4"]
+    args = [load_target, "--pattern", pattern, "--duration", "2", "--concurrency", "4"]
     code = main([*args, "--out", str(out), "--no-progress"])
     result = json.loads(out.read_text())
     assert code == 0
@@ -41,17 +31,17 @@ def test_each_pattern_runs_without_errors(server: str, tmp_path: Path, pattern: 
 
 
 def test_request_count_bounds_the_run_via_the_cli(
-    server: str, tmp_path: Path, fixture_dir: dict[str, FixtureSet]
+    load_target: str, tmp_path: Path, fixture_dir: dict[str, FixtureSet]
 ) -> None:
     out = tmp_path / "result.json"
     slide = fixture_dir["sparse"].series_uid
-    args = ["loadtest", server, "--pattern", "random", "--requests", "25", "--slides", slide]
+    args = ["loadtest", load_target, "--pattern", "random", "--requests", "25", "--slides", slide]
     assert cli_main([*args, "--out", str(out), "--no-progress"]) == 0
     assert json.loads(out.read_text())["requests"] == 25
 
 
-def test_unknown_slide_is_a_setup_error(server: str) -> None:
-    assert main([server, "--slides", "nope", "--requests", "1", "--no-progress"]) == 2
+def test_unknown_slide_is_a_setup_error(load_target: str) -> None:
+    assert main([load_target, "--slides", "nope", "--requests", "1", "--no-progress"]) == 2
 
 
 def test_summary_of_nothing_is_zeroes() -> None:

@@ -7,24 +7,11 @@ import csv
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serverproc import serving_cases
-
-from fixtures import FixtureSet
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "deploy" / "locustfile.py"
-
-
-@pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, fixture_dir: dict[str, FixtureSet]
-) -> Iterator[str]:
-    workdir = tmp_path_factory.mktemp("locust-server")
-    with serving_cases(fixture_dir, ("jpeg_bot", "sparse"), workdir) as process:
-        yield process.url
 
 
 @pytest.mark.parametrize(
@@ -32,12 +19,12 @@ def server(
     [("Viewer", "viewer tile"), ("RandomTiles", "random tile"), ("Scan", "scan batch")],
 )
 def test_each_user_class_runs_without_failures(
-    server: str, tmp_path: Path, user_class: str, request_name: str
+    load_target: str, tmp_path: Path, user_class: str, request_name: str
 ) -> None:
     locust = shutil.which("locust", path=str(Path(sys.executable).parent))
     assert locust is not None, "locust is a test dependency (pyproject [test])"
     prefix = tmp_path / "run"
-    argv = [locust, "-f", str(LOCUSTFILE), "--headless", "--host", server]
+    argv = [locust, "-f", str(LOCUSTFILE), "--headless", "--host", load_target]
     argv += ["--users", "2", "--spawn-rate", "2", "--run-time", "3s", "--stop-timeout", "5"]
     argv += ["--csv", str(prefix), "--only-summary", "--loglevel", "WARNING", user_class]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
