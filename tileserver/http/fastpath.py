@@ -59,8 +59,6 @@ class _SlideMemo:
     zoom: DeepZoom
     #: DZI level -> stored level, for levels whose DZI tiles are the stored frames.
     native: dict[int, int]
-    #: The reader's page-cache-only read (``read_tile_if_cached``), or None.
-    read: Callable[[int, int, int], EncodedTile | None] | None
     #: (DZI level, col, row, format) -> the cache key the app renders that tile under.
     keys: dict[tuple[int, int, int, str], str] = field(default_factory=dict)
 
@@ -144,7 +142,7 @@ class FastPath:
         slide = service.library.get_open(slide_id, CHANGE_CHECK_SECONDS)
         if slide is None:
             return None
-        read = self._memo(slide).read
+        read = _cached_read(slide)
         if read is None:
             return None
         # The reader, not Slide: no address check, as the regular expression only yields
@@ -188,7 +186,8 @@ class FastPath:
             level = slide.levels[native]
             if fmt != "jpeg" or level.tile_region(col, row).size != level.tile_size:
                 return None  # a transcode, or a padded edge frame to crop: the app's job
-            tile = None if memo.read is None else memo.read(native, col, row)
+            read = _cached_read(slide)
+            tile = None if read is None else read(native, col, row)
             if tile is None or tile.media_type != JPEG:
                 return None
             data, media_type = tile.data, JPEG
@@ -206,9 +205,16 @@ class FastPath:
                     native[z_level] = level
             if len(self._slides) >= _SLIDE_MEMO_LIMIT:
                 self._slides.clear()
-            read = getattr(slide.reader, "read_tile_if_cached", None)
-            memo = self._slides[key] = _SlideMemo(zoom, native, read)
+            memo = self._slides[key] = _SlideMemo(zoom, native)
         return memo
+
+
+def _cached_read(slide: Slide) -> Callable[[int, int, int], EncodedTile | None] | None:
+    """The reader's page-cache-only read, if it has one. Looked up per request, never
+    memoized: a memo outliving the slide's version would keep its files open."""
+    read: Callable[[int, int, int], EncodedTile | None] | None
+    read = getattr(slide.reader, "read_tile_if_cached", None)
+    return read
 
 
 class StoredTileFastPath:
