@@ -21,7 +21,7 @@ import numpy as np
 from anyio import to_thread
 
 from tileserver import compose
-from tileserver.cache import Cache, KeyPart, coalesce, make_key, pack, unpack
+from tileserver.cache import KeyPart, TieredCache, coalesce, make_key, pack, unpack
 from tileserver.catalog import SlideLibrary
 from tileserver.compose import DEFAULT_PLANE, Pixels, Plane
 from tileserver.errors import InvalidRequestError, LimitExceededError, TileAbsentError
@@ -39,7 +39,7 @@ class Rendered:
 
 
 class TileService:
-    def __init__(self, library: SlideLibrary, cache: Cache, settings: Settings) -> None:
+    def __init__(self, library: SlideLibrary, cache: TieredCache, settings: Settings) -> None:
         self.library = library
         self.cache = cache
         self.settings = settings
@@ -313,8 +313,7 @@ class TileService:
 
     def cached_in_process(self, key: str) -> Rendered | None:
         """A derived image from the in-process cache tier only (no I/O, no await)."""
-        get = getattr(getattr(self.cache, "l1", None), "get_sync", None)
-        blob = get(key) if get is not None else None
+        blob = self.cache.get_local(key)
         if blob is None:
             return None
         try:

@@ -114,11 +114,7 @@ class Slide:
         """Like ``read_tile_bytes`` when that cannot wait on the disk, else None (the
         reader has no such read, or the bytes are not in the page cache)."""
         self._check_address(level, t_col, t_row, focal_plane, optical_path)
-        read = getattr(self.reader, "read_tile_if_cached", None)
-        if read is None:
-            return None
-        tile: EncodedTile | None = read(level, t_col, t_row, focal_plane, optical_path)
-        return tile
+        return self.reader.read_tile_if_cached(level, t_col, t_row, focal_plane, optical_path)
 
     def _check_address(
         self, level: int, t_col: int, t_row: int, focal_plane: int, optical_path: int

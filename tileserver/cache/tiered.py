@@ -39,6 +39,14 @@ class TieredCache:
         self._counts["hits" if value is not None else "misses"] += 1
         return value
 
+    def get_local(self, key: str) -> bytes | None:
+        """L1 only, without awaiting: for the tile fast path on the event loop. A miss is
+        not counted here; the request that follows counts it."""
+        value = self.l1.get_sync(key)
+        if value is not None:
+            self._counts["hits"] += 1
+        return value
+
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         await self.l1.set(key, value, ttl)
         if self.l2 is None:

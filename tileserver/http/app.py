@@ -13,7 +13,6 @@ from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp
 
 from tileserver.cache import build_cache
 from tileserver.catalog import Catalog, SlideLibrary
@@ -72,7 +71,7 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
-def create_asgi_app(settings: Settings) -> ASGIApp:
+def create_asgi_app(settings: Settings) -> StoredTileFastPath:
     """The served application: the stored-tile fast path in front of the full app."""
     app = create_app(settings)
     return StoredTileFastPath(app, app.state.tileserver)

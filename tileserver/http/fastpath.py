@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -25,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tileserver.catalog.library import CHANGE_CHECK_SECONDS
 from tileserver.compose import DEFAULT_PLANE
 from tileserver.dzi import DeepZoom, frame_aligned, native_level_for
-from tileserver.formats import JPEG, EncodedTile
+from tileserver.formats import JPEG
 from tileserver.http.dzi import COMPOSED_KEY, DZI_FORMATS, composed_request, deep_zoom
 from tileserver.http.middleware import CorsPolicy
 from tileserver.http.responses import TILE_CACHE_CONTROL, dzi_etag, tile_etag
@@ -69,9 +68,6 @@ class FastPath:
     def __init__(self, state: AppState) -> None:
         self.state = state
         self.cors = CorsPolicy(state.settings.cors_origins)
-        self._raw_any_cors = (
-            [(k.encode(), v.encode()) for k, v in self.cors.headers("")] if self.cors.any else None
-        )
         self._slides: dict[tuple[str, str], _SlideMemo] = {}
 
     def respond(self, path: str, origin: str) -> tuple[Answer, Headers] | None:
@@ -96,18 +92,12 @@ class FastPath:
         if found is None:
             return None
         answer, elapsed = found
-        cors = self._raw_any_cors
-        if cors is None:
-            cors = [
-                (k.encode(), v.encode("latin-1"))
-                for k, v in self.cors.headers(origin.decode("latin-1"))
-            ]
         headers = [
             (b"content-type", answer.media_type.encode()),
             (b"etag", answer.etag.encode()),
             (b"cache-control", _RAW_CACHE_CONTROL),
             (b"server-timing", b"read;dur=%.2f" % (elapsed * 1000)),
-            *cors,
+            *self.cors.raw_headers(origin),
             (b"content-length", b"%d" % len(answer.data)),
         ]
         return answer, headers
@@ -142,13 +132,10 @@ class FastPath:
         slide = service.library.get_open(slide_id, CHANGE_CHECK_SECONDS)
         if slide is None:
             return None
-        read = _cached_read(slide)
-        if read is None:
-            return None
         # The reader, not Slide: no address check, as the regular expression only yields
         # non-negative numbers and the reader raises IndexError past the grid.
         level, col, row = int(level_text), int(col_text), int(row_text)
-        tile = read(level, col, row)
+        tile = slide.reader.read_tile_if_cached(level, col, row)
         if tile is None:
             return None
         etag = tile_etag(slide.version, level, col, row, DEFAULT_PLANE, None)
@@ -186,8 +173,7 @@ class FastPath:
             level = slide.levels[native]
             if fmt != "jpeg" or level.tile_region(col, row).size != level.tile_size:
                 return None  # a transcode, or a padded edge frame to crop: the app's job
-            read = _cached_read(slide)
-            tile = None if read is None else read(native, col, row)
+            tile = slide.reader.read_tile_if_cached(native, col, row)
             if tile is None or tile.media_type != JPEG:
                 return None
             data, media_type = tile.data, JPEG
@@ -207,14 +193,6 @@ class FastPath:
                 self._slides.clear()
             memo = self._slides[key] = _SlideMemo(zoom, native)
         return memo
-
-
-def _cached_read(slide: Slide) -> Callable[[int, int, int], EncodedTile | None] | None:
-    """The reader's page-cache-only read, if it has one. Looked up per request, never
-    memoized: a memo outliving the slide's version would keep its files open."""
-    read: Callable[[int, int, int], EncodedTile | None] | None
-    read = getattr(slide.reader, "read_tile_if_cached", None)
-    return read
 
 
 class StoredTileFastPath:

@@ -35,6 +35,7 @@ class CorsPolicy:
             ("access-control-allow-origin", "*"),
             ("access-control-expose-headers", EXPOSED_HEADERS),
         ]
+        self._any_raw = [(k.encode(), v.encode()) for k, v in self._any_headers]
 
     def allow(self, origin: str) -> str | None:
         """The ``Access-Control-Allow-Origin`` value for a request's Origin, or None."""
@@ -51,6 +52,14 @@ class CorsPolicy:
         granted = [] if allow is None else [("access-control-allow-origin", allow)]
         # The answer depends on Origin: tell caches, also when the request had none.
         return [*granted, *exposed, ("vary", "Origin")]
+
+    def raw_headers(self, origin: bytes) -> list[tuple[bytes, bytes]]:
+        """``headers`` as ASGI wants them (encoded once when any origin is allowed)."""
+        if self.any:
+            return self._any_raw
+        return [
+            (k.encode(), v.encode("latin-1")) for k, v in self.headers(origin.decode("latin-1"))
+        ]
 
 
 class CorsMiddleware:
@@ -70,7 +79,7 @@ class CorsMiddleware:
             allow = self.policy.allow(origin)
             await self._preflight(allow, headers.get(b"access-control-request-headers"), send)
             return
-        extra = [(k.encode(), v.encode("latin-1")) for k, v in self.policy.headers(origin)]
+        extra = self.policy.raw_headers(headers.get(b"origin", b""))
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":

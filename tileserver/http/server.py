@@ -70,12 +70,9 @@ def app_from_env() -> object:
 
 def rsgi_app_from_env() -> object:
     from tileserver.http.app import create_asgi_app
-    from tileserver.http.fastpath import StoredTileFastPath
     from tileserver.http.rsgi import RSGIApp
 
-    app = create_asgi_app(Settings.from_env())
-    assert isinstance(app, StoredTileFastPath)
-    return RSGIApp(app)
+    return RSGIApp(create_asgi_app(Settings.from_env()))
 
 
 def _export(settings: Settings) -> None:

@@ -57,6 +57,13 @@ class SlideReader(Protocol):
         """Stored bytes of one tile; ``TileAbsentError`` for a tile a sparse image lacks."""
         ...
 
+    def read_tile_if_cached(
+        self, level: int, col: int, row: int, focal_plane: int = 0, optical_path: int = 0
+    ) -> EncodedTile | None:
+        """``read_tile`` when that cannot wait on the disk, else None (always None for a
+        reader that cannot tell): an event loop may call it. Addresses are not checked."""
+        ...
+
     def read_associated(self, name: str, col: int = 0, row: int = 0) -> EncodedTile: ...
 
     def close(self) -> None: ...

@@ -119,7 +119,7 @@ class DicomReader:
         return self._read_frame(grid, frame)
 
     def read_frame(self, grid: FrameGrid, frame: int) -> EncodedTile:
-        """Bytes of one frame by its number within ``grid``."""
+        """Bytes of one frame by its number within ``grid``, one of this layout's grids."""
         return self._read_frame(grid, frame)
 
     def read_instance_frame(self, sop_instance_uid: str, number: int) -> EncodedTile:
@@ -145,16 +145,13 @@ class DicomReader:
         times more under load than in a loop ("CPU per stored tile" in docs/benchmarks.md).
         Addresses must be checked by the caller; out of range raises ``IndexError``.
         """
-        path = self._paths[level][optical_path]
-        if path < 0 or not _NOWAIT:
+        if not _NOWAIT:
             return None
-        frame: int = self._tile_maps[level][path, self._planes[level][focal_plane], row, col]
-        if frame < 0:
+        frame = self.frame_number(level, col, row, focal_plane, optical_path)
+        if frame is None:
             return None
         grid = self.layout.levels[level]
-        file_index, offset, length, fragments = _ROW.unpack_from(
-            self._rows[id(grid)], frame * _ROW.size
-        )
+        file_index, offset, length, fragments = self._row(grid, frame)
         file = grid.files[file_index]
         fd = self._fds.get(file)
         if fd is None or fragments > 1:
@@ -169,11 +166,13 @@ class DicomReader:
         header = grid.headers[file_index]
         return EncodedTile(data, header.transfer_syntax, header.pixel_format)
 
+    def _row(self, grid: FrameGrid, frame: int) -> tuple[int, int, int, int]:
+        """(file index, offset, length, fragments) of a frame of one of this layout's grids."""
+        row: tuple[int, int, int, int] = _ROW.unpack_from(self._rows[id(grid)], frame * _ROW.size)
+        return row
+
     def _read_frame(self, grid: FrameGrid, frame: int) -> EncodedTile:
-        rows = self._rows.get(id(grid))
-        if rows is None:  # a grid of another layout: rare, not kept
-            rows = np.ascontiguousarray(grid.frames).view(np.uint8).data
-        file_index, offset, length, fragments = _ROW.unpack_from(rows, frame * _ROW.size)
+        file_index, offset, length, fragments = self._row(grid, frame)
         path = grid.files[file_index]
         try:
             fd = self._fd(path)
