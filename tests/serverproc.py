@@ -102,15 +102,13 @@ def serving_cases(
     fixture_dir: Mapping[str, FixtureSet],
     cases: Sequence[str],
     workdir: Path,
-    *,
-    extra_slides: Sequence[Path] = (),
     **options: Any,
 ) -> Iterator[ServerProcess]:
     """A server over copies of some fixture cases (one subdirectory each) in ``workdir``."""
     root = workdir / "slides"
     for case in cases:
         shutil.copytree(fixture_dir[case].directory, root / case)
-    process = ServerProcess([root, *extra_slides], workdir, **options).start()
+    process = ServerProcess([root], workdir, **options).start()
     try:
         yield process
     finally:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import io
-import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pydicom
 import pytest
 from PIL import Image
 from serverproc import ServerProcess, serving_cases
+from slidefiles import written_frame
 
 from fixtures import FixtureSet, tissue_mask
 from fixtures.attributes import SeriesContext
@@ -178,8 +178,8 @@ def test_a_large_raw_batch_streams_every_part(
     tiles = (all_tiles(fs, 0) * MAX_BATCH)[:MAX_BATCH]
     parts = parse_multipart(*_multipart(batch(client, fs, tiles, "raw")))
     assert [list(p.address) for p in parts] == tiles
-    first = {tuple(p.address): p.data for p in parts[: len(all_tiles(fs, 0))]}
-    assert all(p.data == first[tuple(p.address)] for p in parts)
+    written = {(c, r): written_frame(fs, c, r) for _, c, r in all_tiles(fs, 0)}
+    assert all(p.data == written[(p.address[1], p.address[2])] for p in parts)
 
 
 # -- files rewritten under a running server ---------------------------------------------------
@@ -189,33 +189,31 @@ def test_a_file_rewritten_mid_stream_aborts_the_batch_instead_of_serving_stale_o
     tmp_path: Path, fixture_dir: dict[str, FixtureSet]
 ) -> None:
     fs = fixture_dir["native_explicit"]  # uncompressed: 1024 parts are far more than buffers
-    shutil.copytree(fs.directory, tmp_path / "slides" / fs.name)
     level0 = tmp_path / "slides" / fs.name / fs.level(0).paths[0].name
-    process = ServerProcess([tmp_path / "slides"], tmp_path).start()
-    try:
-        with httpx.Client(base_url=process.url, timeout=30) as http:
-            url = f"/slides/{fs.series_uid}/tiles:batch"
-            tiles = (all_tiles(fs, 0) * MAX_BATCH)[:MAX_BATCH]
-            stored = {
-                tuple(p.address): p.data
-                for p in parse_multipart(
-                    *_multipart(http.post(url, json={"tiles": all_tiles(fs, 0), "format": "raw"}))
-                )
-            }
-            with http.stream("POST", url, json={"tiles": tiles, "format": "raw"}) as response:
-                pieces = response.iter_raw(64 * 1024)
-                received = [next(pieces)]
-                rewritten = pydicom.dcmread(level0)
-                rewritten.ImageComments = "X" * 500  # same pixels, frames 500 bytes further on
-                rewritten.save_as(level0)
-                with pytest.raises(httpx.HTTPError):  # the server aborts the stream
-                    received.extend(pieces)
-                    parts = parse_multipart(response.headers["content-type"], b"".join(received))
-                    assert all(p.data == stored[tuple(p.address)] for p in parts), "stale bytes"
-            again = http.post(url, json={"tiles": [[0, 1, 1]], "format": "raw"})  # re-indexed
-            assert parse_multipart(*_multipart(again))[0].data == stored[(0, 1, 1)]
-    finally:
-        process.stop()
+    with (
+        serving_cases(fixture_dir, [fs.name], tmp_path) as process,
+        httpx.Client(base_url=process.url, timeout=30) as http,
+    ):
+        url = f"/slides/{fs.series_uid}/tiles:batch"
+        tiles = (all_tiles(fs, 0) * MAX_BATCH)[:MAX_BATCH]
+        stored = {
+            tuple(p.address): p.data
+            for p in parse_multipart(
+                *_multipart(http.post(url, json={"tiles": all_tiles(fs, 0), "format": "raw"}))
+            )
+        }
+        with http.stream("POST", url, json={"tiles": tiles, "format": "raw"}) as response:
+            pieces = response.iter_raw(64 * 1024)
+            received = [next(pieces)]
+            rewritten = pydicom.dcmread(level0)
+            rewritten.ImageComments = "X" * 500  # same pixels, frames 500 bytes further on
+            rewritten.save_as(level0)
+            with pytest.raises(httpx.HTTPError):  # the server aborts the stream
+                received.extend(pieces)
+                parts = parse_multipart(response.headers["content-type"], b"".join(received))
+                assert all(p.data == stored[tuple(p.address)] for p in parts), "stale bytes"
+        again = http.post(url, json={"tiles": [[0, 1, 1]], "format": "raw"})  # re-indexed
+        assert parse_multipart(*_multipart(again))[0].data == stored[(0, 1, 1)]
 
 
 # -- request body limit ------------------------------------------------------------------------
@@ -237,7 +235,9 @@ def test_an_oversized_body_is_refused_even_with_few_tiles(
 # -- focal planes and optical paths that differ per level --------------------------------------
 
 
-def _per_level(name: str, planes: dict, level1: list[tuple[int, int]]) -> object:
+def _per_level(
+    name: str, planes: dict, level1: list[tuple[int, int]]
+) -> Callable[[Path], FixtureSet]:
     """Level 0 holds every ``(path, z)`` plane, one file each; level 1 only ``level1``, in
     that file order (so a level's path indexes need not be the slide's)."""
 
@@ -262,7 +262,7 @@ def _per_level(name: str, planes: dict, level1: list[tuple[int, int]]) -> object
     return builder
 
 
-def _plane_cases() -> dict[str, object]:
+def _plane_cases() -> dict[str, Callable[[Path], FixtureSet]]:
     pixels = tissue(600, 450)
     tinted = np.ascontiguousarray(np.roll(pixels, 1, axis=2))
     focal = dict(enumerate(_focal_planes(pixels, (2.0, 0.0, 1.0))))
@@ -281,7 +281,7 @@ def plane_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     sets = {}
     for name, builder in _plane_cases().items():
         (root / name).mkdir()
-        sets[name] = builder(root / name)  # type: ignore[operator]
+        sets[name] = builder(root / name)
     process = ServerProcess([root], tmp_path_factory.mktemp("plane-server")).start()
     try:
         yield process.url, sets

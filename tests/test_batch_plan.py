@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from slidefiles import open_fixture
 
 from fixtures import FixtureSet
-from tileserver.dicom import assemble, index_instance
 from tileserver.errors import CorruptSlideError, TileAbsentError
 from tileserver.readers.coalesce import MAX_GAP, ReadRun, Span, plan_reads, read_tiles
-from tileserver.readers.dicom import DicomReader
 from tileserver.slide import Slide
 
 
@@ -57,18 +56,11 @@ def test_no_spans_no_reads() -> None:
     assert plan_reads([]) == []
 
 
-def _open(fs: FixtureSet, directory: Path | None = None, changed: list[str] | None = None) -> Slide:
-    paths = sorted((directory or fs.directory).iterdir())
-    layout = assemble([index_instance(p) for p in paths])
-    on_changed = changed.append if changed is not None else None
-    return Slide(layout.series_uid, fs.name, DicomReader(layout, on_changed=on_changed))
-
-
 @pytest.mark.parametrize(
     "case", ["jpeg_bot", "jpeg_multifragment_bot", "sparse", "concatenation", "native_explicit"]
 )
 def test_coalesced_reads_equal_single_reads(fixture_dir: dict[str, FixtureSet], case: str) -> None:
-    slide = _open(fixture_dir[case])
+    slide = open_fixture(fixture_dir[case])
     try:
         for level in slide.levels:
             tiles = [(c, r) for r in range(level.grid.height) for c in range(level.grid.width)][
@@ -91,7 +83,7 @@ def _single(slide: Slide, level: int, col: int, row: int) -> bytes | None:
 
 def test_sparse_fixture_has_absent_tiles(fixture_dir: dict[str, FixtureSet]) -> None:
     assert fixture_dir["sparse"].level(0).absent_tiles
-    slide = _open(fixture_dir["sparse"])
+    slide = open_fixture(fixture_dir["sparse"])
     try:
         absent = [(c, r) for _, _, c, r in fixture_dir["sparse"].level(0).absent_tiles]
         assert read_tiles(slide, 0, absent) == [None] * len(absent)
@@ -105,7 +97,7 @@ def test_coalesced_reads_refuse_a_file_rewritten_since_indexing(
     fs = fixture_dir["jpeg_bot"]
     shutil.copytree(fs.directory, tmp_path / "slide")
     changed: list[str] = []
-    slide = _open(fs, tmp_path / "slide", changed)
+    slide = open_fixture(fs, tmp_path / "slide", changed.append)
     try:
         assert read_tiles(slide, 0, [(1, 1)])[0] is not None
         path = slide.reader.layout.levels[0].files[0]  # type: ignore[attr-defined]

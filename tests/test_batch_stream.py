@@ -16,8 +16,11 @@ ADDRESSES = [(0, c, 0) for c in range(300)]
 
 
 def test_small_tiles_are_chunked_by_count() -> None:
-    chunks = plan_chunks(ADDRESSES, 256 * 256 * 3)
-    assert [len(c) for c in chunks[:-1]] == [CHUNK] * (len(chunks) - 1)
+    tile_bytes = 256 * 256 * 3
+    assert CHUNK * tile_bytes <= CHUNK_BYTES and len(ADDRESSES) > 2 * CHUNK  # the case's premise
+    chunks = plan_chunks(ADDRESSES, tile_bytes)
+    full, rest = divmod(len(ADDRESSES), CHUNK)
+    assert [len(c) for c in chunks] == [CHUNK] * full + ([rest] if rest else [])
     assert [a for c in chunks for a in c] == ADDRESSES
 
 
@@ -26,6 +29,8 @@ def test_large_tiles_are_chunked_by_bytes(side: int) -> None:
     tile_bytes = side * side * 3
     chunks = plan_chunks(ADDRESSES, tile_bytes)
     assert all(len(c) * tile_bytes <= max(CHUNK_BYTES, tile_bytes) for c in chunks)
+    # As full as the limits allow: every chunk but the last would overflow with one more.
+    assert all(len(c) == CHUNK or (len(c) + 1) * tile_bytes > CHUNK_BYTES for c in chunks[:-1])
     assert [a for c in chunks for a in c] == ADDRESSES
 
 

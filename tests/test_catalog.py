@@ -302,8 +302,9 @@ def test_a_set_up_catalog_opens_without_writing(tmp_path: Path) -> None:
     opener = threading.Thread(target=lambda: opened.append(Catalog(path)), daemon=True)
     opener.start()
     opener.join(timeout=20)  # a hang guard only: blocked, it would wait out the busy timeout
+    # Checked while the lock is still held: released first, a blocked open could succeed.
+    assert not opener.is_alive() and opened, "opening a set-up catalog waited for the lock"
     writer.execute("ROLLBACK")
-    assert opened, "opening a set-up catalog waited for the write lock"
     opened[0].close()
 
     writer.execute("PRAGMA user_version=1")

@@ -282,10 +282,11 @@ def test_unknown_uids_are_404(http: httpx.Client, fixture_dir: dict) -> None:
 
 
 @pytest.mark.parametrize("tag", ["-1", "FFFFFFFFFF", "0x100010", "0028_0010"])
-def test_bulk_tags_are_eight_hex_digits(fixture_dir: dict, tag: str) -> None:
-    path = level0_instance(fixture_dir["jpeg_bot"]).path
-    with pytest.raises(NotFoundError):  # pydicom is never asked (it would warn)
-        bulk_value(InstanceRef(str(path), "", "", None), tag)  # type: ignore[arg-type]
+def test_bulk_tags_are_eight_hex_digits(tmp_path: Path, tag: str) -> None:
+    # No file there: were the tag parsed and pydicom asked, it would raise FileNotFoundError.
+    missing = tmp_path / "absent.dcm"
+    with pytest.raises(NotFoundError):
+        bulk_value(InstanceRef(str(missing), "", "", None), tag)  # type: ignore[arg-type]
 
 
 # -- WADO-RS frames ------------------------------------------------------------------------

@@ -215,8 +215,9 @@ def fresh_instance(path: Path, sop: str | None = None) -> tuple[bytes, str]:
     return buf.getvalue(), str(ds.StudyInstanceUID)
 
 
-def incoming(slides: Path) -> list[Path]:
-    return list((slides / "stow" / ".incoming").glob("*"))
+def incoming(stow: Path) -> list[Path]:
+    """What a STOW directory still holds half-received (nothing, once a request ended)."""
+    return list((stow / ".incoming").iterdir())
 
 
 def test_an_over_long_uid_fails_alone(
@@ -228,7 +229,7 @@ def test_an_over_long_uid_fails_alone(
     response = post(server, body([("application/dicom", long_uid), ("application/dicom", good)]))
     assert response.status_code == 202 and failures(response) == [0xC000]
     assert len(dw.search_for_instances(study)) == 1
-    assert incoming(slides) == []
+    assert incoming(slides / "stow") == []
 
 
 def test_a_complete_part_before_a_malformed_one_is_stored(
@@ -316,7 +317,7 @@ def test_a_crash_while_storing_fails_that_part_only(
     outcomes = receive(tmp_path, FakeRequest([data]))
     assert [o.failure for o in outcomes] == [stow.PROCESSING_FAILURE, None]
     assert "boom" in (outcomes[0].reason or "")
-    assert list((tmp_path / ".incoming").iterdir()) == []
+    assert incoming(tmp_path) == []
 
 
 def test_a_write_error_fails_that_part_and_removes_its_file(
@@ -342,7 +343,7 @@ def test_a_write_error_fails_that_part_and_removes_its_file(
     outcomes = receive(tmp_path, FakeRequest([data[:50], data[50:]]))
     assert [o.failure for o in outcomes] == [stow.PROCESSING_FAILURE, None]
     assert "No space left" in (outcomes[0].reason or "")
-    assert list((tmp_path / ".incoming").iterdir()) == []
+    assert incoming(tmp_path) == []
 
 
 class Cancelled(BaseException):
@@ -353,4 +354,4 @@ def test_cancellation_mid_part_removes_the_temporary_file(tmp_path: Path) -> Non
     data = body([("application/dicom", b"x" * 5000)], close=False)[:3000]
     with pytest.raises(Cancelled):
         receive(tmp_path, FakeRequest([data], then=Cancelled()))
-    assert list((tmp_path / ".incoming").iterdir()) == []
+    assert incoming(tmp_path) == []

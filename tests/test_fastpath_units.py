@@ -48,8 +48,12 @@ def test_a_replaced_version_leaves_no_reader_behind(
     library.refresh()
     new = library.get(fs.series_uid)
     assert new.version != old.version
-    new.read_tile_bytes(0, 0, 0)
-    assert fast.answer(f"/slides/{fs.series_uid}/tiles/0/0/0") is not None  # the new version
+    fresh = fast.answer(f"/slides/{fs.series_uid}/tiles/0/0/0")
+    assert fresh is None  # the new version's file is not open yet: the app reads it
+    assert new.read_tile_bytes(0, 0, 0).data == expected  # opens it (same pixels, new mtime)
+    fresh = fast.answer(f"/slides/{fs.series_uid}/tiles/0/0/0")
+    assert fresh is not None and fresh.data == expected and new.version in fresh.etag
+    assert old.version not in fresh.etag
     del old, found, dzi
     gc.collect()
     assert reader() is None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from slidefiles import open_fixture
 from wsidicom import WsiDicom
 
 import fixtures
@@ -23,12 +24,6 @@ from tileserver.readers.dicom import DicomReader
 from tileserver.slide import Slide
 
 CASES = sorted(fixtures.CASES)
-
-
-def open_fixture(fs: FixtureSet) -> Slide:
-    instances = [index_instance(p) for p in sorted(fs.directory.iterdir())]
-    layout = assemble(instances)
-    return Slide(layout.series_uid, fs.name, DicomReader(layout), warnings=layout.warnings)
 
 
 def tiles(fs: FixtureSet, level: int):

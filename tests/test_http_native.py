@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from serverproc import ServerProcess, eventually, serving_cases
+from slidefiles import written_frame
 
 from fixtures import FixtureSet
 
@@ -314,23 +315,31 @@ def test_fast_path_answers_exactly_like_the_full_app(
         top = int(np.ceil(np.log2(max(fs.level(0).width, fs.level(0).height))))
         url = f"/dzi/{fs.series_uid}_files/{top}/1_1.jpeg"
     # A query string always takes the full app; the plain URL takes the fast path once
-    # the slide is open and its bytes are cached.
-    full = client.get(url + "?z=0" if kind == "tiles" else url + "?")
+    # the slide is open and its bytes are cached (a bare "?" is no query string).
+    full = client.get(url + ("?z=0" if kind == "tiles" else "?_=1"))
+    route = "/slides/{slide_id}/tiles" if kind == "tiles" else "/dzi/{slide_id}_files"
+    counted = _requests_counted(client, route)
     fast = client.get(url)
     assert fast.status_code == full.status_code == 200
-    assert (
-        fast.content
-        == full.content
-        == fs.level(0)
-        .instances[0]
-        .read_frame(fs.level(0).instances[0].frame_tiles.index((0, 0, 1, 1)))
-    )
+    assert fast.headers["server-timing"].startswith("read;dur=")  # the fast path's
+    assert not full.headers["server-timing"].startswith("read;dur=")
+    assert _requests_counted(client, route) == counted + 1
+    assert fast.content == full.content == written_frame(fs, 1, 1)
     for header in ("content-type", "etag", "cache-control", "access-control-allow-origin"):
         assert fast.headers[header] == full.headers[header], header
     if kind == "tiles":
         assert client.get(url, headers={"If-None-Match": fast.headers["etag"]}).status_code == 304
-    route = "/slides/{slide_id}/tiles" if kind == "tiles" else "/dzi/{slide_id}_files"
-    assert route in client.get("/metrics").text
+
+
+def _requests_counted(client: httpx.Client, route: str) -> int:
+    """``tileserver_requests_total`` of GET 200 answers on routes starting ``route``."""
+    total = 0
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f'tileserver_requests_total{{route="{route}') and (
+            'method="GET",status="200"' in line
+        ):
+            total += int(line.rsplit(" ", 1)[1])
+    return total
 
 
 def test_fast_path_serves_composed_tiles_from_the_in_process_cache(
@@ -339,7 +348,7 @@ def test_fast_path_serves_composed_tiles_from_the_in_process_cache(
     fs = fixture_dir["native_explicit"]
     top = int(np.ceil(np.log2(max(fs.level(0).width, fs.level(0).height))))
     url = f"/dzi/{fs.series_uid}_files/{top - 2}/0_0.png"  # no stored level that size
-    full = client.get(url + "?")  # the app renders it and fills the cache
+    full = client.get(url + "?_=1")  # the app renders it and fills the cache
     assert "encode" in full.headers["server-timing"]
     fast = client.get(url)  # answered before routing, from the in-process cache
     assert fast.headers["server-timing"].startswith("read;dur=")
@@ -353,8 +362,6 @@ def test_restricted_cors_origins_hold_on_the_tile_fast_path(
 ) -> None:
     """With named origins the answer depends on Origin: every tile response, the fast
     path's included, says so (Vary) and allows only a listed origin."""
-    if server_name == "granian":
-        pytest.importorskip("granian")
     fs = fixture_dir["jpeg_bot"]
     viewer = "https://viewer.example"
     args = ["--server", server_name, "--cors-origins", viewer]

@@ -8,6 +8,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.encaps import generate_frames
+from slidefiles import open_files
 from wsidicom import WsiDicom
 
 from tileserver import codec
@@ -31,8 +32,7 @@ WSIDICOM_LEVEL_FILES = [f for f in DICOM_FILES if f != "ezwsi-label.dcm"]
 
 
 def open_slide(path: Path) -> Slide:
-    inst = index_instance(path)
-    return Slide(inst.header.series_uid, path.stem, DicomReader(assemble([inst])))
+    return open_files([path], path.stem)
 
 
 def pydicom_frames(path: Path) -> list[bytes]:

@@ -11,15 +11,14 @@ import anyio
 import numpy as np
 import orjson
 import pytest
+from slidefiles import open_fixture
 
 from fixtures import FixtureSet, tissue_image, tissue_mask
 from tileserver import compose
 from tileserver.cache.memory import MemoryCache
-from tileserver.dicom import assemble, index_instance
 from tileserver.geometry import Size
 from tileserver.http.batch import tissue_json
-from tileserver.readers.dicom import DicomReader
-from tileserver.slide import Level, Slide
+from tileserver.slide import Level
 from tileserver.tissue import MIN_THRESHOLD, TissueMask, mask_of, otsu_threshold, saturation
 
 
@@ -113,8 +112,7 @@ def test_tissue_json_is_built_in_a_worker_thread_once_per_version_and_level(
     fixture_dir: dict[str, FixtureSet], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fs = fixture_dir["sparse"]
-    layout = assemble([index_instance(p) for p in sorted(fs.directory.iterdir())])
-    slide = Slide(layout.series_uid, fs.name, DicomReader(layout))
+    slide = open_fixture(fs)
     service = SimpleNamespace(cache=MemoryCache(64 * 1024 * 1024), tiles=compose.DecodedTiles())
     threads: list[int] = []
     real = TissueMask.tile_flags
