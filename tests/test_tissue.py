@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
-from types import SimpleNamespace
+from pathlib import Path
 
 import anyio
 import numpy as np
@@ -14,10 +14,12 @@ import pytest
 from slidefiles import open_fixture
 
 from fixtures import FixtureSet, tissue_image, tissue_mask
-from tileserver import compose
-from tileserver.cache.memory import MemoryCache
+from tileserver.cache import build_cache
+from tileserver.catalog import Catalog, SlideLibrary
 from tileserver.geometry import Size
 from tileserver.http.batch import tissue_json
+from tileserver.service import TileService
+from tileserver.settings import Settings
 from tileserver.slide import Level
 from tileserver.tissue import MIN_THRESHOLD, TissueMask, mask_of, otsu_threshold, saturation
 
@@ -109,11 +111,12 @@ def test_tile_flags_equal_the_per_tile_rule(seed: int) -> None:
 
 
 def test_tissue_json_is_built_in_a_worker_thread_once_per_version_and_level(
-    fixture_dir: dict[str, FixtureSet], monkeypatch: pytest.MonkeyPatch
+    fixture_dir: dict[str, FixtureSet], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     fs = fixture_dir["sparse"]
     slide = open_fixture(fs)
-    service = SimpleNamespace(cache=MemoryCache(64 * 1024 * 1024), tiles=compose.DecodedTiles())
+    library = SlideLibrary(Catalog(tmp_path / "catalog.sqlite"), [])
+    service = TileService(library, build_cache(None, 64 * 1024 * 1024), Settings())
     threads: list[int] = []
     real = TissueMask.tile_flags
 
@@ -125,7 +128,7 @@ def test_tissue_json_is_built_in_a_worker_thread_once_per_version_and_level(
 
     async def main() -> tuple[list[bytes], int]:
         levels = [slide.levels[i] for i in (0, 0, 1, 1)]
-        bodies = [await tissue_json(service, slide, lv) for lv in levels]  # type: ignore[arg-type]
+        bodies = [await tissue_json(service, slide, lv) for lv in levels]
         return bodies, threading.get_ident()
 
     try:

@@ -133,7 +133,7 @@ class TileService:
             pixels = self._decode_tile(slide, level, col, row, plane, timings)
             return self._encode(slide, pixels, fmt, timings)
 
-        return await self._cached(key, produce, timings)
+        return await self.cached(key, produce, timings)
 
     async def region(
         self,
@@ -173,7 +173,7 @@ class TileService:
                 pixels = compose.region_pixels(slide, lvl, l_region, plane, self.tiles)
             return self._encode(slide, pixels, fmt, timings)
 
-        return await self._cached(key, produce, timings)
+        return await self.cached(key, produce, timings)
 
     async def render(
         self,
@@ -207,7 +207,7 @@ class TileService:
                     pixels = transform(pixels)
             return self._encode(slide, pixels, fmt, timings)
 
-        return await self._cached(key, produce, timings)
+        return await self.cached(key, produce, timings)
 
     async def thumbnail(
         self, slide: Slide, max_side: int, fmt: str, timings: Timings | None = None
@@ -241,7 +241,7 @@ class TileService:
                 pixels = compose.associated_pixels(slide, name)
             return self._encode(slide, pixels, fmt, timings)
 
-        return await self._cached(key, produce, timings)
+        return await self.cached(key, produce, timings)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -262,9 +262,12 @@ class TileService:
             data = codec.encode(pixels, fmt, quality=self.settings.jpeg_quality, icc_profile=icc)
         return Rendered(data, media_type)
 
-    async def _cached(
-        self, key: str, produce: Callable[[], Rendered], timings: Timings
+    async def cached(
+        self, key: str, produce: Callable[[], Rendered], timings: Timings | None = None
     ) -> Rendered:
+        """The image cached under ``key``, else ``produce()`` run once (in a worker thread,
+        for every concurrent caller) and cached."""
+        timings = timings or Timings()
         with timings.measure("cache"):
             blob = await self.cache.get(key)
         if blob is not None:

@@ -43,7 +43,7 @@ from starlette.routing import Route
 from starlette.types import Send
 
 from tileserver import compose
-from tileserver.cache import coalesce, make_key, pack, unpack
+from tileserver.cache import make_key
 from tileserver.compose import Plane
 from tileserver.errors import InvalidRequestError, LimitExceededError
 from tileserver.formats import NPY, OCTET_STREAM, PNG, EncodedTile
@@ -52,7 +52,7 @@ from tileserver.http.params import format_param, int_param
 from tileserver.http.responses import etag_for, image_response
 from tileserver.http.state import service_of
 from tileserver.readers.coalesce import check_plane, read_tiles
-from tileserver.service import TileService, importing
+from tileserver.service import Rendered, TileService, importing
 from tileserver.slide import Level, Slide
 
 if TYPE_CHECKING:
@@ -333,11 +333,11 @@ async def tissue_png(service: TileService, slide: Slide) -> bytes:
     """The slide's mask as a PNG, from the service cache or computed once (in a thread)."""
     from tileserver import tissue
 
-    def produce() -> bytes:
-        return tissue.compute(slide, service.tiles).png()
+    def produce() -> Rendered:
+        return Rendered(tissue.compute(slide, service.tiles).png(), PNG)
 
     key = make_key(slide.version, "tissue", slide.id, tissue.METHOD)
-    return await _cached(service, key, PNG, produce)
+    return (await service.cached(key, produce)).data
 
 
 async def tissue_json(service: TileService, slide: Slide, level: Level) -> bytes:
@@ -346,37 +346,15 @@ async def tissue_json(service: TileService, slide: Slide, level: Level) -> bytes
 
     png = await tissue_png(service, slide)
 
-    def produce() -> bytes:
+    def produce() -> Rendered:
         try:
             mask = tissue.TissueMask.from_png(png)
         except (ValueError, KeyError, OSError):  # a foreign cache value: recompute
             mask = tissue.compute(slide, service.tiles)
-        return _tissue_facts(mask, level)
+        return Rendered(_tissue_facts(mask, level), JSON)
 
     key = make_key(slide.version, "tissue-json", slide.id, tissue.METHOD, level.index)
-    return await _cached(service, key, JSON, produce)
-
-
-async def _cached(
-    service: TileService, key: str, media_type: str, produce: Callable[[], bytes]
-) -> bytes:
-    """``produce()`` (in a worker thread, once for concurrent callers) unless cached."""
-    blob = await service.cache.get(key)
-    if blob is not None:
-        try:
-            cached_type, data = unpack(blob)
-            if cached_type == media_type:
-                return data
-        except ValueError:
-            pass  # not ours: a miss
-
-    async def build() -> bytes:
-        blob = pack(media_type, await to_thread.run_sync(produce))
-        await service.cache.set(key, blob)
-        return blob
-
-    produced: Callable[[], Awaitable[bytes]] = build
-    return unpack(await coalesce(key, produced))[1]
+    return (await service.cached(key, produce)).data
 
 
 def _tissue_facts(mask: tissue.TissueMask, level: Level) -> bytes:
