@@ -148,8 +148,7 @@ def check_iteration(batch_size: int, concurrency: int) -> None:
 
 
 def batches(addresses: Sequence[TileAddress], size: int) -> list[list[TileAddress]]:
-    if size < 1:
-        raise ValueError("batch_size must be positive")
+    """``addresses`` in runs of ``size`` (checked by ``check_iteration``)."""
     return [list(addresses[i : i + size]) for i in range(0, len(addresses), size)]
 
 
