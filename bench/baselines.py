@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -137,6 +137,30 @@ def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
         os.killpg(process.pid, sig)
 
 
+@dataclass(frozen=True)
+class Server:
+    """A started server: its base URL and its process (the leader of its process group)."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def _serve(
+    procs: Processes,
+    argv_for: Callable[[int], Sequence[str]],
+    log: Path,
+    ready: str,
+    timeout: float = 60,
+    **kwargs: object,
+) -> Server:
+    """Start ``argv_for(port)`` on a free loopback port; return once ``ready`` answers."""
+    port = free_port()
+    process = procs.start(argv_for(port), log, **kwargs)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + ready, process, timeout)
+    return Server(url, process)
+
+
 def tileserver_argv(
     slides: Path, catalog: Path, port: int, server: str, workers: int = WORKERS
 ) -> list[str]:
@@ -165,17 +189,19 @@ def index_catalog(slides: Path, catalog: Path, log: Path) -> None:
 
 def start_tileserver(
     procs: Processes, slides: Path, work: Path, server: str, workers: int = WORKERS
-) -> str:
-    port = free_port()
+) -> Server:
     work.mkdir(parents=True, exist_ok=True)
     catalog = work / "catalog.sqlite"
     if not catalog.exists():
         index_catalog(slides, catalog, work / "index.log")
-    argv = tileserver_argv(slides, catalog, port, server, workers)
-    process = procs.start(argv, work / f"tileserver-{server}.log", cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/readyz", process, timeout=120)
-    return url
+    return _serve(
+        procs,
+        lambda port: tileserver_argv(slides, catalog, port, server, workers),
+        work / f"tileserver-{server}.log",
+        "/readyz",
+        timeout=120,
+        cwd=ROOT,
+    )
 
 
 def asgi_argv(target: str, server: str, port: int, workers: int = WORKERS) -> list[str]:
@@ -196,8 +222,7 @@ def start_bare(
     grid: int,
     work: Path,
     workers: int = WORKERS,
-) -> str:
-    port = free_port()
+) -> Server:
     env = {
         **os.environ,
         "BENCH_BARE_FILE": str(dicom),
@@ -205,21 +230,27 @@ def start_bare(
         "BENCH_BARE_GRID": str(grid),
     }
     target = "bench.bare_app:rsgi_app" if server == "granian-rsgi" else "bench.bare_app:app"
-    argv = asgi_argv(target, server, port, workers)
-    process = procs.start(argv, work / f"bare-{server}.log", cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/tiles/0/0", process)
-    return url
+    return _serve(
+        procs,
+        lambda port: asgi_argv(target, server, port, workers),
+        work / f"bare-{server}.log",
+        "/tiles/0/0",
+        cwd=ROOT,
+        env=env,
+    )
 
 
-def start_openslide(procs: Processes, slide: Path, work: Path) -> str:
-    port = free_port()
+def start_openslide(procs: Processes, slide: Path, work: Path) -> Server:
     env = {**os.environ, "BENCH_OPENSLIDE_SLIDE": str(slide)}
-    argv = asgi_argv("bench.openslide_app:app", "uvicorn", port)
-    process = procs.start(argv, work / "openslide.log", cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/info", process, timeout=120)
-    return url
+    return _serve(
+        procs,
+        lambda port: asgi_argv("bench.openslide_app:app", "uvicorn", port),
+        work / "openslide.log",
+        "/info",
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 def start_iipsrv(procs: Processes, work: Path, count: int = WORKERS) -> list[int]:
@@ -242,21 +273,20 @@ def start_iipsrv(procs: Processes, work: Path, count: int = WORKERS) -> list[int
 
 def start_nginx(
     procs: Processes, work: Path, static_root: Path | None, iip_ports: Sequence[int] = ()
-) -> str:
+) -> Server:
     """nginx (``WORKERS`` processes) on one loopback port: ``/tiles/`` static files from
     ``static_root``, ``/iipsrv`` FastCGI to the iipsrv processes."""
-    port = free_port()
-    temp = work / f"nginx-{port}"
-    for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (temp / name).mkdir(parents=True, exist_ok=True)
-    conf = temp / "nginx.conf"
-    conf.write_text(_nginx_conf(temp, port, static_root, iip_ports))
-    nginx = shutil.which("nginx") or "nginx"
-    argv = [nginx, "-c", str(conf), "-p", str(temp), "-g", "daemon off;"]
-    process = procs.start(argv, temp / "stdout.log")
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/ok", process)
-    return url
+
+    def argv(port: int) -> list[str]:
+        temp = work / f"nginx-{port}"
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (temp / name).mkdir(parents=True, exist_ok=True)
+        conf = temp / "nginx.conf"
+        conf.write_text(_nginx_conf(temp, port, static_root, iip_ports))
+        nginx = shutil.which("nginx") or "nginx"
+        return [nginx, "-c", str(conf), "-p", str(temp), "-g", "daemon off;"]
+
+    return _serve(procs, argv, work / "nginx.log", "/ok")
 
 
 def _nginx_conf(temp: Path, port: int, static_root: Path | None, iip_ports: Sequence[int]) -> str:

@@ -2,7 +2,7 @@
 
 Throughput on the 2-core bench machine mixes the server's cost with wrk's and with how
 the two share the cores; CPU time per request does not. Each server runs with one worker
-on the serving benchmark's slide (``bench/serving_data.py``) while ``wrk -t1 -c16``
+on the serving benchmark's slide (``bench/serving_data.py``) while ``wrk -t2 -c16``
 requests random stored tiles for 5 s; the server's process group's user + system CPU
 time (``/proc/<pid>/stat``) over that window, divided by the requests answered, is the
 figure; median of 3 runs. Servers: the bare handlers (``bench/bare_app.py``: ASGI on
@@ -16,7 +16,6 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import httpx
 from bench import wrk
 from bench.baselines import Processes, ensure_debian_packages, start_bare, start_tileserver
 from bench.report import markdown_table, section_preamble, update_section, warm_file
-from bench.serving_data import prepare
+from bench.serving_data import bare_path, grid_paths, prepare, stored_path
 
 RUNS = 3
 SECONDS = 5.0
@@ -35,9 +34,14 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 @dataclass(frozen=True)
 class Measure:
-    server: str
+    server: str  # "uvicorn" or "granian"
+    bare: bool  # the bare handler (``bench/bare_app.py``), else tileserver
     requests_per_s: float
     cpu_us: tuple[float, ...]  # per request, one per run
+
+    @property
+    def label(self) -> str:
+        return f"{'bare handler' if self.bare else 'tileserver'} {self.server}"
 
     @property
     def median_us(self) -> float:
@@ -60,34 +64,35 @@ def group_cpu_seconds(group: int) -> float:
     return total / TICK
 
 
-def measure(name: str, url: str, group: int, paths: Path, work: Path) -> Measure:
+def measure(server: str, bare: bool, url: str, group: int, paths: Path, work: Path) -> Measure:
     wrk.run(url, paths, CONNECTIONS, 1.0, work=work)  # warm-up
     per_request, rates = [], []
     for seed in range(1, RUNS + 1):
-        before, start = group_cpu_seconds(group), time.monotonic()
+        before = group_cpu_seconds(group)
         result = wrk.run(url, paths, CONNECTIONS, SECONDS, seed=seed, work=work)
-        used, elapsed = group_cpu_seconds(group) - before, time.monotonic() - start
+        used = group_cpu_seconds(group) - before
         if result.errors or not result.requests:
-            raise RuntimeError(f"{name}: {result.errors} errors in {result.requests} requests")
+            raise RuntimeError(f"{server}: {result.errors} errors in {result.requests} requests")
         per_request.append(used / result.requests * 1e6)
-        rates.append(result.requests / elapsed)
-    return Measure(name, statistics.median(rates), tuple(per_request))
+        rates.append(result.rps)
+    return Measure(server, bare, statistics.median(rates), tuple(per_request))
 
 
 def report(measures: list[Measure], frames: int) -> str:
-    floor = {m.server.split(" ")[-1]: m.median_us for m in measures if m.server.startswith("bare")}
+    floor = {m.server: m.median_us for m in measures if m.bare}
     rows = []
     for m in measures:
-        bare = floor.get(m.server.split(" ")[-1])
-        ratio = f"{m.median_us / bare:.2f}x" if bare and not m.server.startswith("bare") else "—"
+        bare = None if m.bare else floor.get(m.server)
+        ratio = f"{m.median_us / bare:.2f}x" if bare else "—"
         runs = " / ".join(f"{v:.1f}" for v in m.cpu_us)
-        rows.append([m.server, f"{m.median_us:.1f}", runs, ratio, f"{m.requests_per_s:,.0f}"])
+        rows.append([m.label, f"{m.median_us:.1f}", runs, ratio, f"{m.requests_per_s:,.0f}"])
     header = ["server (1 worker)", "CPU µs per tile", "runs", "vs bare handler", "req/s"]
     return "\n\n".join(
         [
             section_preamble("CPU per stored tile", "make bench"),
             f"Random stored tiles of the serving benchmark's {frames:,}-frame level, "
-            f"`wrk -t1 -c{CONNECTIONS}`, {SECONDS:g} s per run, median of {RUNS}; CPU = user "
+            f"`wrk -t{wrk.threads_for(CONNECTIONS)} -c{CONNECTIONS}`, {SECONDS:g} s per run, "
+            f"median of {RUNS}; CPU = user "
             "+ system time of the server's process group from `/proc` (granian's Rust "
             "threads included) over the requests answered (`bench/cpu_bench.py`). "
             "req/s shares the 2 cores with wrk: read the CPU column.",
@@ -110,34 +115,24 @@ def main(argv: list[str] | None = None) -> int:
     measures = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        slides = level.path.parent
-        with httpx.Client() as client:
-            slide_id = None
-            for server, bare in (("uvicorn", "uvicorn"), ("granian", "granian-rsgi")):
-                with Processes() as procs:
-                    url = start_bare(
-                        procs, bare, level.path, data.spans, level.grid, work, workers=1
+        bare_paths = wrk.write_paths(work / "bare.paths", grid_paths(level.grid, bare_path))
+        ts_paths = None
+        for server, bare in (("uvicorn", "uvicorn"), ("granian", "granian-rsgi")):
+            with Processes() as procs:
+                started = start_bare(
+                    procs, bare, level.path, data.spans, level.grid, work, workers=1
+                )
+                group = started.process.pid
+                measures.append(measure(server, True, started.url, group, bare_paths, work))
+            with Processes() as procs:
+                started = start_tileserver(procs, level.path.parent, work / "ts", server, workers=1)
+                if ts_paths is None:
+                    slide_id = httpx.get(f"{started.url}/slides").json()["slides"][0]["id"]
+                    ts_paths = wrk.write_paths(
+                        work / "ts.paths", grid_paths(level.grid, stored_path(slide_id))
                     )
-                    paths = wrk.write_paths(
-                        work / "bare.paths",
-                        [f"/tiles/{c}/{r}" for r in range(level.grid) for c in range(level.grid)],
-                    )
-                    group = procs.items[-1].pid
-                    measures.append(measure(f"bare handler {server}", url, group, paths, work))
-                with Processes() as procs:
-                    url = start_tileserver(procs, slides, work / "ts", server, workers=1)
-                    if slide_id is None:
-                        slide_id = client.get(f"{url}/slides").json()["slides"][0]["id"]
-                    paths = wrk.write_paths(
-                        work / "ts.paths",
-                        [
-                            f"/slides/{slide_id}/tiles/0/{c}/{r}"
-                            for r in range(level.grid)
-                            for c in range(level.grid)
-                        ],
-                    )
-                    group = procs.items[-1].pid
-                    measures.append(measure(f"tileserver {server}", url, group, paths, work))
+                group = started.process.pid
+                measures.append(measure(server, False, started.url, group, ts_paths, work))
     text = report(measures, level.grid * level.grid)
     print(text)
     if not args.no_doc:

@@ -6,6 +6,8 @@
 * (start, end) byte offsets of every frame in the DICOM file, for the bare handler;
 * a libvips pyramidal JPEG TIFF of the same pixels for IIPImage: the level is streamed to
   ``vips tiffsave`` as a PPM on stdin, one row of tiles at a time.
+
+Also the tile URL paths the benchmarks request (``grid_paths`` over a ``Template``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import io
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +26,11 @@ from PIL import Image
 from bench.baselines import have
 from bench.report import DATA
 from bench.synthetic import SyntheticLevel, ensure_level
+from tileserver.dzi import DeepZoom
 
 SERVING = DATA / "serving"
+#: A tile's URL path from its (column, row).
+Template = Callable[[int, int], str]
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,27 @@ class ServingData:
     spans: Path  # .npy, (frames, 2) start/end offsets into level.path
     tiff: Path | None
     notes: tuple[str, ...]
+
+    @property
+    def dzi_top(self) -> int:
+        """The DZI level of the stored frames (full resolution); every level below is composed."""
+        size = self.level.grid * self.level.tile_size
+        return DeepZoom(size, size, self.level.tile_size).max_level
+
+
+def grid_paths(grid: int, template: Template) -> list[str]:
+    """Every tile of a ``grid`` x ``grid`` level, row by row."""
+    return [template(c, r) for r in range(grid) for c in range(grid)]
+
+
+def bare_path(col: int, row: int) -> str:
+    """A stored frame on the bare handler (``bench/bare_app.py``)."""
+    return f"/tiles/{col}/{row}"
+
+
+def stored_path(slide_id: str) -> Template:
+    """Stored frames of level 0 on tileserver's native URL."""
+    return lambda c, r: f"/slides/{slide_id}/tiles/0/{c}/{r}"
 
 
 def prepare(grid: int, tiff_timeout: float = 600) -> ServingData:

@@ -6,14 +6,13 @@ picks uniformly with a per-thread seed (``WRK_SEED`` + thread index), so runs re
 pass requests every path at most once (the cold-cache "miss" runs) and reports how many
 each thread issued. With ``WRK_CACHE=1`` a ``response()`` hook sorts 200 responses into
 cache hits and misses by their ``Server-Timing`` header (a miss has an ``encode`` phase);
-that hook costs wrk some CPU, so only the composed-tile runs use it.
+that hook costs wrk some CPU, so only the composed-tile warm-ups use it, never a measured run.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 from collections.abc import Sequence
@@ -68,11 +67,11 @@ function done(summary, latency, requests)
   end
   local e = summary.errors
   io.write(string.format(
-    'WRK_JSON {"requests": %d, "duration_us": %d, "bytes": %d, ' ..
+    'WRK_JSON {"requests": %d, "duration_us": %d, ' ..
     '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, ' ..
     '"latency_us": {"p50": %.1f, "p90": %.1f, "p99": %.1f, "max": %.1f, "mean": %.1f}, ' ..
     '"issued": [%s], "cache_hits": %d, "cache_misses": %d}\n',
-    summary.requests, summary.duration, summary.bytes,
+    summary.requests, summary.duration,
     e.connect, e.read, e.write, e.status, e.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99),
     latency.max, latency.mean, table.concat(issued_by, ","), hit, miss))
@@ -91,7 +90,6 @@ class WrkResult:
     p99_ms: float
     max_ms: float
     errors: int
-    mean_bytes: float
     issued: tuple[int, ...]
     cache_hits: int
     cache_misses: int
@@ -107,16 +105,14 @@ class WrkResult:
             raise RuntimeError(f"wrk printed no result:\n{stdout[-2000:]}")
         raw = json.loads(line[len(_MARKER) :])
         latency = {k: v / 1000.0 for k, v in raw["latency_us"].items()}
-        requests = int(raw["requests"])
         return cls(
-            requests=requests,
+            requests=int(raw["requests"]),
             seconds=raw["duration_us"] / 1e6,
             p50_ms=latency["p50"],
             p90_ms=latency["p90"],
             p99_ms=latency["p99"],
             max_ms=latency["max"],
             errors=sum(raw["errors"].values()),
-            mean_bytes=raw["bytes"] / requests if requests else 0.0,
             issued=tuple(raw["issued"]),
             cache_hits=raw["cache_hits"],
             cache_misses=raw["cache_misses"],
@@ -143,8 +139,9 @@ def median(results: Sequence[WrkResult]) -> WrkResult:
     )
 
 
-def available() -> bool:
-    return shutil.which("wrk") is not None
+def threads_for(connections: int) -> int:
+    """wrk threads for ``connections``: one per core of the 2-core bench machine."""
+    return min(2, connections)
 
 
 def write_paths(path: Path, paths: Sequence[str]) -> Path:
@@ -163,8 +160,8 @@ def run(
     count_cache: bool = False,
     work: Path,
 ) -> WrkResult:
-    """``wrk -t{min(2, c)} -c{c} -d{duration}`` over the paths in ``paths_file``."""
-    threads = min(2, connections)
+    """``wrk -t{threads_for(c)} -c{c} -d{duration}`` over the paths in ``paths_file``."""
+    threads = threads_for(connections)
     script = work / "paths.lua"
     if not script.exists():
         script.write_text(SCRIPT)
