@@ -141,9 +141,10 @@ class DicomReader:
         """The tile when its bytes are in the page cache (``RWF_NOWAIT``: never waits on the
         disk, so an event loop may call it), else None: read it in a thread instead.
 
-        The stored-tile hot path, written flat: each call or object touched costs several
-        times more under load than in a loop ("CPU per stored tile" in docs/benchmarks.md).
-        Addresses must be checked by the caller; out of range raises ``IndexError``.
+        The stored-tile hot path: a tile-map and a frame-row lookup on memoryviews (no
+        numpy scalars, which cost microseconds each under load: "CPU per stored tile" in
+        docs/benchmarks.md), an ``fstat`` and one read. Addresses must be checked by the
+        caller; out of range raises ``IndexError``, a missing optical path ``NotFoundError``.
         """
         if not _NOWAIT:
             return None
