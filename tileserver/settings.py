@@ -66,6 +66,16 @@ class Settings:
         return cls(**values)
 
 
+def served_roots(settings: Settings) -> list[Path]:
+    """The slide directories, plus the STOW directory when it lies outside all of them."""
+    roots = [p.resolve() for p in settings.slides]
+    stow = settings.stow_directory
+    if stow is not None and not any(stow.resolve().is_relative_to(r) for r in roots):
+        stow.mkdir(parents=True, exist_ok=True)
+        roots.append(stow.resolve())
+    return roots
+
+
 _INT = {"port", "workers", "cache_bytes", "max_output_pixels", "jpeg_quality", "max_open_slides"}
 _FLOAT = {"rescan_interval"}
 _BOOL = {"convert_to_srgb"}

@@ -7,12 +7,15 @@ writes through the catalog's generation counter.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import logging
 import os
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tileserver.catalog.scan import ScanReport, rescan_file, scan
@@ -20,7 +23,10 @@ from tileserver.catalog.store import Catalog, SeriesFile
 from tileserver.dicom.series import assemble
 from tileserver.errors import NotFoundError
 from tileserver.readers.dicom import DicomReader
+from tileserver.readers.locator import content_version as file_version
 from tileserver.slide import Slide
+
+log = logging.getLogger(__name__)
 
 #: How old a check of a slide's files the tile fast path accepts (``get_open``).
 CHANGE_CHECK_SECONDS = 1.0
@@ -43,6 +49,7 @@ class SlideLibrary:
         self._files: dict[str, list[SeriesFile]] = {}
         self._changed: set[str] = set()  # files a read found rewritten since indexing
         self._checked: dict[str, float] = {}  # slide id -> monotonic time of its last check
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="tile-locator")
 
     @property
     def _root_names(self) -> list[str] | None:
@@ -153,17 +160,34 @@ class SlideLibrary:
             *layout.warnings,
             *(f"{Path(i.path).name}: {w}" for i in layout.instances for w in i.warnings),
         ]
+        reader = DicomReader(layout, on_changed=self._file_changed)
+        version = content_version(
+            SeriesFile(i.path, "", i.file_size, i.mtime_ns) for i in instances
+        )
+        self._save_locator(slide_id, reader, version)
         return Slide(
             id=slide_id,
             name=Path(relative).stem or slide_id,
-            reader=DicomReader(layout, on_changed=self._file_changed),
+            reader=reader,
             attributes=dict(instances[0].header.attributes),
             warnings=warnings,
-            version=content_version(
-                SeriesFile(i.path, "", i.file_size, i.mtime_ns) for i in instances
-            ),
+            version=version,
             path=relative,
         )
+
+    def _save_locator(self, slide_id: str, reader: DicomReader, version: str) -> None:
+        """For the early tile path of the next start (``http/early.py``), in the background:
+        a catalog busy with a scan must not hold up the request that opened the slide."""
+        locator = reader.tile_locator(version)
+
+        def save() -> None:
+            try:
+                self.catalog.put_locator(slide_id, locator)
+            except sqlite3.Error as exc:  # costs only the early path of the next start
+                log.warning("tile locator of %s not saved: %s", slide_id, exc)
+
+        with contextlib.suppress(RuntimeError):  # closed: the process is stopping
+            self._writer.submit(save)
 
     def _file_changed(self, path: str) -> None:
         with self._lock:
@@ -177,6 +201,7 @@ class SlideLibrary:
             rescan_file(self.catalog, roots.get(path, str(Path(path).parent)), path)
 
     def close(self) -> None:
+        self._writer.shutdown(wait=True)  # pending locators are written before the catalog closes
         with self._lock:
             for slide in self._open.values():
                 slide.close()
@@ -198,10 +223,7 @@ def _changed_files(slide: Slide) -> list[str]:
 
 def content_version(files: Iterable[SeriesFile]) -> str:
     """Changes whenever any file's path, size or mtime does: part of cache keys and ETags."""
-    digest = hashlib.sha256()
-    for f in sorted(files, key=lambda f: f.path):
-        digest.update(f"{f.path}|{f.size}|{f.mtime_ns}\n".encode())
-    return digest.hexdigest()[:20]
+    return file_version((f.path, f.size, f.mtime_ns) for f in files)
 
 
 def _relative_path(files: list[tuple[str, str]]) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 from tileserver.catalog.codec import instance_from_row, instance_row
 from tileserver.dicom.instance import IndexedInstance
+from tileserver.readers.locator import TileLocator
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -56,6 +57,12 @@ CREATE INDEX IF NOT EXISTS instances_patient ON instances(patient_id);
 CREATE INDEX IF NOT EXISTS instances_sop ON instances(sop_instance_uid);
 CREATE INDEX IF NOT EXISTS files_root ON files(root);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tile_locators (
+    slide_id TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    meta BLOB NOT NULL,
+    tables BLOB NOT NULL
+);
 INSERT OR IGNORE INTO meta VALUES ('generation', 0);
 """
 #: Stored as ``PRAGMA user_version`` once ``SCHEMA`` has run: a catalog already set up is
@@ -174,6 +181,25 @@ class Catalog:
             return
         with self.transaction() as conn:
             conn.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
+            conn.execute(
+                "DELETE FROM tile_locators WHERE slide_id NOT IN (SELECT series_uid FROM instances)"
+            )
+
+    def put_locator(self, slide_id: str, locator: TileLocator) -> None:
+        """Keep where a slide's stored tiles lie, for the early tile path of the next start
+        (``http/early.py``); written only when this version is not there yet. Not a catalog
+        change: the generation stays, so no process re-reads its slides for it."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT version FROM tile_locators WHERE slide_id = ?", (slide_id,)
+            ).fetchone()
+            if row is not None and row[0] == locator.version:
+                return
+            meta, tables = locator.encode()
+            self._conn.execute(
+                "INSERT OR REPLACE INTO tile_locators VALUES (?, ?, ?, ?)",
+                (slide_id, locator.version, meta, tables),
+            )
 
     @staticmethod
     def _put_file(

@@ -28,7 +28,7 @@ from tileserver.http.middleware import (
 )
 from tileserver.http.state import AppState
 from tileserver.service import TileService
-from tileserver.settings import Settings
+from tileserver.settings import Settings, served_roots
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +75,6 @@ def create_asgi_app(settings: Settings) -> StoredTileFastPath:
     """The served application: the stored-tile fast path in front of the full app."""
     app = create_app(settings)
     return StoredTileFastPath(app, app.state.tileserver)
-
-
-def served_roots(settings: Settings) -> list[Path]:
-    """The slide directories, plus the STOW directory when it lies outside all of them."""
-    roots = [p.resolve() for p in settings.slides]
-    stow = settings.stow_directory
-    if stow is not None and not any(stow.resolve().is_relative_to(r) for r in roots):
-        stow.mkdir(parents=True, exist_ok=True)
-        roots.append(stow.resolve())
-    return roots
 
 
 def _optional_routes() -> list[BaseRoute]:

@@ -14,8 +14,9 @@ from starlette.routing import Route
 from tileserver.dzi import DeepZoom, frame_aligned, native_level_for, parse_tile_name
 from tileserver.errors import InvalidRequestError
 from tileserver.geometry import Region, Size
-from tileserver.http.responses import dzi_etag, etag_for, image_response
+from tileserver.http.responses import etag_for, image_response
 from tileserver.http.state import service_of
+from tileserver.http.stored import dzi_etag
 from tileserver.slide import Slide
 from tileserver.timing import Timings
 

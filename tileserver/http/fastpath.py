@@ -26,22 +26,25 @@ from tileserver.compose import DEFAULT_PLANE
 from tileserver.dzi import DeepZoom, frame_aligned, native_level_for
 from tileserver.formats import JPEG
 from tileserver.http.dzi import COMPOSED_KEY, DZI_FORMATS, composed_request, deep_zoom
-from tileserver.http.middleware import CorsPolicy
-from tileserver.http.responses import TILE_CACHE_CONTROL, dzi_etag, tile_etag
 from tileserver.http.state import AppState
+from tileserver.http.stored import (
+    TILE_PATH,
+    TILES_ROUTE,
+    CorsPolicy,
+    Headers,
+    RawHeaders,
+    dzi_etag,
+    raw_tile_headers,
+    tile_etag,
+    tile_headers,
+)
 from tileserver.service import TileService
 from tileserver.slide import Slide
 
-TILES_ROUTE = "/slides/{slide_id}/tiles/{level:int}/{col:int}/{row:int}"
 DZI_ROUTE = "/dzi/{slide_id}_files/{level:int}/{name}"
-_TILE_PATH = re.compile(r"/slides/([^/]+)/tiles/(\d{1,6})/(\d{1,9})/(\d{1,9})", re.ASCII)
 _DZI_PATH = re.compile(r"/dzi/([^/]+)_files/(\d{1,6})/(\d{1,9})_(\d{1,9})\.(\w+)", re.ASCII)
 _SLIDE_MEMO_LIMIT = 4096
 _KEY_MEMO_LIMIT = 65536  # composed-tile cache keys per slide, ~250 bytes each
-
-Headers = list[tuple[str, str]]
-RawHeaders = list[tuple[bytes, bytes]]
-_RAW_CACHE_CONTROL = TILE_CACHE_CONTROL.encode()
 
 
 class Answer(NamedTuple):
@@ -76,14 +79,7 @@ class FastPath:
         if found is None:
             return None
         answer, elapsed = found
-        headers = [
-            ("content-type", answer.media_type),
-            ("etag", answer.etag),
-            ("cache-control", TILE_CACHE_CONTROL),
-            ("server-timing", f"read;dur={elapsed * 1000:.2f}"),
-            *self.cors.headers(origin),
-        ]
-        return answer, headers
+        return answer, tile_headers(self.cors, origin, answer.media_type, answer.etag, elapsed)
 
     def respond_raw(self, path: str, origin: bytes) -> tuple[Answer, RawHeaders] | None:
         """``respond`` with the headers as ASGI wants them, content-length included; the
@@ -92,15 +88,8 @@ class FastPath:
         if found is None:
             return None
         answer, elapsed = found
-        headers = [
-            (b"content-type", answer.media_type.encode()),
-            (b"etag", answer.etag.encode()),
-            (b"cache-control", _RAW_CACHE_CONTROL),
-            (b"server-timing", b"read;dur=%.2f" % (elapsed * 1000)),
-            *self.cors.raw_headers(origin),
-            (b"content-length", b"%d" % len(answer.data)),
-        ]
-        return answer, headers
+        media_type, etag, length = answer.media_type, answer.etag, len(answer.data)
+        return answer, raw_tile_headers(self.cors, origin, media_type, etag, elapsed, length)
 
     def _timed(self, path: str) -> tuple[Answer, float] | None:
         start = time.perf_counter()
@@ -116,7 +105,7 @@ class FastPath:
         if service is None:
             return None
         try:
-            match = _TILE_PATH.fullmatch(path)
+            match = TILE_PATH.fullmatch(path)
             if match is not None:
                 return self._stored(service, *match.groups())
             match = _DZI_PATH.fullmatch(path)

@@ -11,10 +11,10 @@ from anyio import to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tileserver.http.metrics import Metrics
+from tileserver.http.stored import CorsPolicy
 
 log = logging.getLogger(__name__)
 PREFLIGHT_HEADERS = "Accept, Authorization, Content-Type, If-None-Match, Range"
-EXPOSED_HEADERS = "ETag, Server-Timing, Link, Content-Type, Content-Length, Location"
 _COMPRESSIBLE = (
     b"application/json",
     b"application/ld+json",
@@ -22,44 +22,6 @@ _COMPRESSIBLE = (
     b"application/xml",
     b"text/",
 )
-
-
-class CorsPolicy:
-    """Which origins may read responses, and the headers that say so; shared by
-    ``CorsMiddleware`` and the tile fast path, which answers before the middleware runs."""
-
-    def __init__(self, origins: str = "*") -> None:
-        self.origins = [o.strip() for o in origins.split(",") if o.strip()] or ["*"]
-        self.any = "*" in self.origins
-        self._any_headers = [
-            ("access-control-allow-origin", "*"),
-            ("access-control-expose-headers", EXPOSED_HEADERS),
-        ]
-        self._any_raw = [(k.encode(), v.encode()) for k, v in self._any_headers]
-
-    def allow(self, origin: str) -> str | None:
-        """The ``Access-Control-Allow-Origin`` value for a request's Origin, or None."""
-        if self.any:
-            return "*"
-        return origin if origin in self.origins else None
-
-    def headers(self, origin: str) -> list[tuple[str, str]]:
-        """CORS headers of a response to a request from ``origin`` ("" without one)."""
-        if self.any:
-            return self._any_headers
-        allow = self.allow(origin)
-        exposed = [] if allow is None else self._any_headers[1:]
-        granted = [] if allow is None else [("access-control-allow-origin", allow)]
-        # The answer depends on Origin: tell caches, also when the request had none.
-        return [*granted, *exposed, ("vary", "Origin")]
-
-    def raw_headers(self, origin: bytes) -> list[tuple[bytes, bytes]]:
-        """``headers`` as ASGI wants them (encoded once when any origin is allowed)."""
-        if self.any:
-            return self._any_raw
-        return [
-            (k.encode(), v.encode("latin-1")) for k, v in self.headers(origin.decode("latin-1"))
-        ]
 
 
 class CorsMiddleware:

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tileserver.http.stored import TILE_CACHE_CONTROL
 from tileserver.timing import Timings
-
-if TYPE_CHECKING:
-    from tileserver.compose import Plane
-
-TILE_CACHE_CONTROL = "public, max-age=86400"
 
 
 def json_response(
@@ -30,17 +26,6 @@ def json_response(
 def etag_for(*parts: object) -> str:
     digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=12).hexdigest()
     return f'"{digest}"'
-
-
-def tile_etag(version: str, level: int, col: int, row: int, plane: Plane, fmt: str | None) -> str:
-    """ETag of a tile of the native API: the slide's content version and the tile's address
-    (no hashing: every tile request computes one)."""
-    return f'"{version}-t{level}-{col}-{row}-{plane.focal_plane}-{plane.optical_path}-{fmt}"'
-
-
-def dzi_etag(version: str, level: int, col: int, row: int, fmt: str) -> str:
-    """ETag of a Deep Zoom tile, as ``tile_etag``."""
-    return f'"{version}-z{level}-{col}-{row}-{fmt}"'
 
 
 def not_modified(request: Request, etag: str) -> bool:

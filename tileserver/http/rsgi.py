@@ -18,6 +18,7 @@ from urllib.parse import quote
 from starlette.types import ASGIApp, Message
 
 from tileserver.http.fastpath import FastPath, StoredTileFastPath
+from tileserver.http.lifespan import LifespanDriver
 
 Headers = list[tuple[str, str]]
 _PATH_SAFE = "/:@!$&'()*+,;=~"
@@ -61,16 +62,22 @@ class RSGIApp:
         self.fast: FastPath = app.fast
         self.app: ASGIApp = app.app  # the full app: the fast path is not tried twice
         self._state: dict[str, Any] = {}
-        self._lifespan: _Lifespan | None = None
+        self._lifespan: LifespanDriver | None = None
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         """Worker start, before the loop serves: run the app's lifespan startup."""
-        self._lifespan = _Lifespan(self.app, self._state)
-        loop.run_until_complete(self._lifespan.startup())
+        loop.run_until_complete(self.startup())
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self.shutdown())
+
+    async def startup(self) -> None:
+        self._lifespan = LifespanDriver(self.app, self._state)
+        await self._lifespan.startup()
+
+    async def shutdown(self) -> None:
         if self._lifespan is not None:
-            loop.run_until_complete(self._lifespan.shutdown())
+            await self._lifespan.shutdown()
 
     async def __rsgi__(self, scope: RSGIScope, protocol: RSGIProtocol) -> None:
         if scope.proto != "http":
@@ -163,38 +170,6 @@ class _Exchange:
         except RuntimeError as exc:  # granian's ProtocolClosed: the client went away
             raise OSError(f"client disconnected: {exc}") from exc
         self.done = not more
-
-
-class _Lifespan:
-    """The ASGI lifespan protocol driven from RSGI's worker init and delete hooks."""
-
-    def __init__(self, app: ASGIApp, state: dict[str, Any]) -> None:
-        self.app = app
-        self.state = state
-        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
-        self.outbox: asyncio.Queue[Message] = asyncio.Queue()
-        self.task: asyncio.Future[None] | None = None
-
-    async def startup(self) -> None:
-        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self.state}
-        self.task = asyncio.ensure_future(self.app(scope, self.inbox.get, self.outbox.put))
-        await self._step("startup")
-
-    async def shutdown(self) -> None:
-        if self.task is not None and not self.task.done():
-            await self._step("shutdown")
-
-    async def _step(self, phase: str) -> None:
-        assert self.task is not None
-        await self.inbox.put({"type": f"lifespan.{phase}"})
-        reply: asyncio.Future[Message] = asyncio.ensure_future(self.outbox.get())
-        await asyncio.wait((reply, self.task), return_when=asyncio.FIRST_COMPLETED)
-        if not reply.done():  # the lifespan ended without answering
-            reply.cancel()
-            self.task.result()  # raises what the app raised
-            raise RuntimeError(f"application {phase} ended without completing")
-        if reply.result()["type"] == f"lifespan.{phase}.failed":
-            raise RuntimeError(f"application {phase} failed: {reply.result().get('message')}")
 
 
 def _address(text: str) -> tuple[str, int] | None:

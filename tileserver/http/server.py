@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import fields
+from typing import TYPE_CHECKING
 
 from tileserver.errors import UnsupportedError
 from tileserver.settings import Settings
+
+if TYPE_CHECKING:
+    from tileserver.http.fastpath import StoredTileFastPath
+    from tileserver.http.rsgi import RSGIApp
 
 
 def run(settings: Settings) -> int:
@@ -18,6 +24,12 @@ def run(settings: Settings) -> int:
     if runner is None:
         raise UnsupportedError(f"unknown server {settings.server!r}: {', '.join(SERVERS)}")
     runner(settings)
+    from tileserver.http.early import startup_failure
+
+    failure = startup_failure()  # one-process servers: the app failed to start in here
+    if failure is not None:
+        print(f"tileserver: {failure}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -63,16 +75,31 @@ SERVERS: dict[str, Callable[[Settings], None]] = {"uvicorn": _uvicorn, "granian"
 
 
 def app_from_env() -> object:
-    from tileserver.http.app import create_asgi_app
+    """uvicorn's app: early tiles (``http/early.py``) while the app is built."""
+    from tileserver.http.early import EarlyASGI
 
-    return create_asgi_app(Settings.from_env())
+    settings = Settings.from_env()
+    return EarlyASGI(settings, lambda: _asgi_app(settings))
 
 
 def rsgi_app_from_env() -> object:
+    """granian's app: early tiles while the app is built, then RSGI over it."""
+    from tileserver.http.early import EarlyRSGI
+
+    settings = Settings.from_env()
+    return EarlyRSGI(settings, lambda: _rsgi_app(settings))
+
+
+def _asgi_app(settings: Settings) -> StoredTileFastPath:
     from tileserver.http.app import create_asgi_app
+
+    return create_asgi_app(settings)
+
+
+def _rsgi_app(settings: Settings) -> RSGIApp:
     from tileserver.http.rsgi import RSGIApp
 
-    return RSGIApp(create_asgi_app(Settings.from_env()))
+    return RSGIApp(_asgi_app(settings))
 
 
 def _export(settings: Settings) -> None:

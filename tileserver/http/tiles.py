@@ -23,9 +23,9 @@ from tileserver.http.responses import (
     image_response,
     json_response,
     not_modified,
-    tile_etag,
 )
 from tileserver.http.state import service_of
+from tileserver.http.stored import tile_etag
 from tileserver.slide import Level, Slide
 from tileserver.timing import Timings
 

@@ -7,7 +7,6 @@ shared cursor or a lock around reads.
 from __future__ import annotations
 
 import os
-import struct
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -17,8 +16,12 @@ import numpy as np
 from tileserver.dicom.pixeldata import strip_item_headers
 from tileserver.dicom.series import LEVEL_FRAME_DTYPE, FrameGrid, SeriesLayout
 from tileserver.errors import CorruptSlideError, NotFoundError, TileAbsentError
-from tileserver.formats import EncodedTile
+from tileserver.formats import EncodedTile, transfer_syntax
 from tileserver.readers.base import ReaderLevel
+from tileserver.readers.locator import LocatedFile, LocatedLevel, TileLocator
+from tileserver.readers.pageread import FRAME_ROW, read_nowait
+
+assert FRAME_ROW.size == LEVEL_FRAME_DTYPE.itemsize
 
 
 class DicomReader:
@@ -146,8 +149,6 @@ class DicomReader:
         docs/benchmarks.md), an ``fstat`` and one read. Addresses must be checked by the
         caller; out of range raises ``IndexError``, a missing optical path ``NotFoundError``.
         """
-        if not _NOWAIT:
-            return None
         frame = self.frame_number(level, col, row, focal_plane, optical_path)
         if frame is None:
             return None
@@ -159,7 +160,7 @@ class DicomReader:
             return None  # opening may wait on the disk; fragments are joined in a thread
         try:
             self._check_unchanged(fd, file)
-            data = _read_nowait(fd, length, offset)
+            data = read_nowait(fd, length, offset)
         except BlockingIOError:
             return None
         except OSError:
@@ -167,9 +168,36 @@ class DicomReader:
         header = grid.headers[file_index]
         return EncodedTile(data, header.transfer_syntax, header.pixel_format)
 
+    def tile_locator(self, version: str) -> TileLocator:
+        """The stored tiles of the slide's first focal plane and optical path, for the
+        catalog (``readers/locator.py``); a level without that optical path is empty."""
+        files: dict[str, int] = {}
+        located: list[LocatedFile] = []
+        levels = []
+        for number, grid in enumerate(self.layout.levels):
+            path, plane = self._paths[number][0], self._planes[number][0]
+            if path < 0:
+                levels.append(LocatedLevel(0, 0, b""))
+                continue
+            for name, header in zip(grid.files, grid.headers, strict=True):
+                if name not in files:
+                    files[name] = len(located)
+                    size, mtime_ns = self._identity[name]
+                    media_type = transfer_syntax(header.transfer_syntax).media_type
+                    located.append(LocatedFile(name, size, mtime_ns, media_type))
+            numbers = np.asarray([files[name] for name in grid.files], dtype=np.uint16)
+            frames = grid.tile_map[path, plane]
+            table = grid.frames[np.maximum(frames, 0)]  # a copy: rows in tile order
+            table["file"] = numbers[table["file"]]
+            table["length"][frames < 0] = 0
+            levels.append(LocatedLevel(frames.shape[1], frames.shape[0], table.tobytes()))
+        return TileLocator(version, located, levels)
+
     def _row(self, grid: FrameGrid, frame: int) -> tuple[int, int, int, int]:
         """(file index, offset, length, fragments) of a frame of one of this layout's grids."""
-        row: tuple[int, int, int, int] = _ROW.unpack_from(self._rows[id(grid)], frame * _ROW.size)
+        row: tuple[int, int, int, int] = FRAME_ROW.unpack_from(
+            self._rows[id(grid)], frame * FRAME_ROW.size
+        )
         return row
 
     def _read_frame(self, grid: FrameGrid, frame: int) -> EncodedTile:
@@ -243,29 +271,6 @@ class DicomReader:
         """Close descriptors now; only for owners sure no read is in flight."""
         with self._open_lock:
             _close_all(self._fds)
-
-
-_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
-#: One ``LEVEL_FRAME_DTYPE`` row (packed): file, offset, length, fragments.
-_ROW = struct.Struct("<HQQI")
-assert _ROW.size == LEVEL_FRAME_DTYPE.itemsize
-
-
-def _read_nowait(fd: int, length: int, offset: int) -> bytes:
-    """``pread`` that fails with ``BlockingIOError`` instead of waiting for the disk."""
-    global _NOWAIT
-    buffer = bytearray(length)
-    try:
-        count = os.preadv(fd, [buffer], offset, _NOWAIT)
-    except OSError as exc:
-        if isinstance(exc, BlockingIOError):
-            raise
-        _NOWAIT = 0  # the file system does not support it: always use the thread
-        raise BlockingIOError(str(exc)) from exc
-    if count < length:
-        # A short read may just mean part of the span is not cached yet.
-        raise BlockingIOError("partly cached")
-    return bytes(buffer)
 
 
 def _plane_map(slide_planes: Sequence[float], level_planes: Sequence[float]) -> list[int]:
