@@ -188,22 +188,13 @@ class AppLoader(Generic[App]):
         except Exception as exc:
             log.exception("tileserver failed to start")
             self.failure = f"server failed to start: {exc}"
-            _failures.append(self.failure)
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)  # the server stops as on a signal
         finally:
             self.tiles = None  # its file descriptors close with the last early read
             self._done.set()
 
     def failure_body(self) -> bytes:
         return json.dumps({"error": self.failure or "server failed to start"}).encode()
-
-
-#: Why a start failed, for ``tileserver serve``'s exit status (one-process servers).
-_failures: list[str] = []
-
-
-def startup_failure() -> str | None:
-    return _failures[-1] if _failures else None
 
 
 class EarlyASGI:
@@ -232,7 +223,7 @@ class EarlyASGI:
             if found is not None:
                 cors, length = self.loader.cors, len(found.data)
                 headers = raw_tile_headers(
-                    cors, origin, found.media_type, found.etag, found.seconds, length
+                    cors, origin, found.media_type, found.etag, found.seconds, length, early=True
                 )
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
                 await send({"type": "http.response.body", "body": found.data})
@@ -289,7 +280,12 @@ class EarlyRSGI:
                 if found is not None:
                     origin = headers.get("origin", "")
                     response_headers = tile_headers(
-                        self.loader.cors, origin, found.media_type, found.etag, found.seconds
+                        self.loader.cors,
+                        origin,
+                        found.media_type,
+                        found.etag,
+                        found.seconds,
+                        early=True,
                     )
                     protocol.response_bytes(200, response_headers, found.data)
                     return

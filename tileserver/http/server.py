@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import fields
 from typing import TYPE_CHECKING
@@ -24,12 +23,6 @@ def run(settings: Settings) -> int:
     if runner is None:
         raise UnsupportedError(f"unknown server {settings.server!r}: {', '.join(SERVERS)}")
     runner(settings)
-    from tileserver.http.early import startup_failure
-
-    failure = startup_failure()  # one-process servers: the app failed to start in here
-    if failure is not None:
-        print(f"tileserver: {failure}", file=sys.stderr)
-        return 3
     return 0
 
 
@@ -79,7 +72,7 @@ def app_from_env() -> object:
     from tileserver.http.early import EarlyASGI
 
     settings = Settings.from_env()
-    return EarlyASGI(settings, lambda: _asgi_app(settings))
+    return EarlyASGI(settings, lambda: full_asgi_app(settings))
 
 
 def rsgi_app_from_env() -> object:
@@ -87,19 +80,20 @@ def rsgi_app_from_env() -> object:
     from tileserver.http.early import EarlyRSGI
 
     settings = Settings.from_env()
-    return EarlyRSGI(settings, lambda: _rsgi_app(settings))
+    return EarlyRSGI(settings, lambda: full_rsgi_app(settings))
 
 
-def _asgi_app(settings: Settings) -> StoredTileFastPath:
+def full_asgi_app(settings: Settings) -> StoredTileFastPath:
+    """The app behind the early path (imports everything: call it in a thread)."""
     from tileserver.http.app import create_asgi_app
 
     return create_asgi_app(settings)
 
 
-def _rsgi_app(settings: Settings) -> RSGIApp:
+def full_rsgi_app(settings: Settings) -> RSGIApp:
     from tileserver.http.rsgi import RSGIApp
 
-    return RSGIApp(_asgi_app(settings))
+    return RSGIApp(full_asgi_app(settings))
 
 
 def _export(settings: Settings) -> None:

@@ -15,6 +15,8 @@ TILE_PATH = re.compile(r"/slides/([^/]+)/tiles/(\d{1,6})/(\d{1,9})/(\d{1,9})", r
 TILE_CACHE_CONTROL = "public, max-age=86400"
 EXPOSED_HEADERS = "ETag, Server-Timing, Link, Content-Type, Content-Length, Location"
 _RAW_CACHE_CONTROL = TILE_CACHE_CONTROL.encode()
+_EARLY = ';desc="early"'
+_RAW_EARLY = _EARLY.encode()
 
 Headers = list[tuple[str, str]]
 RawHeaders = list[tuple[bytes, bytes]]
@@ -80,27 +82,36 @@ class CorsPolicy:
 
 
 def tile_headers(
-    cors: CorsPolicy, origin: str, media_type: str, etag: str, seconds: float
+    cors: CorsPolicy, origin: str, media_type: str, etag: str, seconds: float, early: bool = False
 ) -> Headers:
-    """Headers of a 200 tile answered before the app's middleware (RSGI's form)."""
+    """Headers of a 200 tile answered before the app's middleware (RSGI's form); ``early``
+    marks the read as the early path's (``http/early.py``) in ``Server-Timing``."""
+    timing = f"read;dur={seconds * 1000:.2f}" + (_EARLY if early else "")
     return [
         ("content-type", media_type),
         ("etag", etag),
         ("cache-control", TILE_CACHE_CONTROL),
-        ("server-timing", f"read;dur={seconds * 1000:.2f}"),
+        ("server-timing", timing),
         *cors.headers(origin),
     ]
 
 
 def raw_tile_headers(
-    cors: CorsPolicy, origin: bytes, media_type: str, etag: str, seconds: float, length: int
+    cors: CorsPolicy,
+    origin: bytes,
+    media_type: str,
+    etag: str,
+    seconds: float,
+    length: int,
+    early: bool = False,
 ) -> RawHeaders:
     """``tile_headers`` as ASGI wants them, content-length included."""
+    timing = b"read;dur=%.2f" % (seconds * 1000) + (_RAW_EARLY if early else b"")
     return [
         (b"content-type", media_type.encode()),
         (b"etag", etag.encode()),
         (b"cache-control", _RAW_CACHE_CONTROL),
-        (b"server-timing", b"read;dur=%.2f" % (seconds * 1000)),
+        (b"server-timing", timing),
         *cors.raw_headers(origin),
         (b"content-length", b"%d" % length),
     ]
