@@ -4,7 +4,10 @@ Each run drops the page cache (``echo 1 > /proc/sys/vm/drop_caches``), starts
 ``tileserver serve`` and requests one tile every 2 ms until one comes back 200 with JPEG
 bytes; the clock runs from just before the process is spawned. Two cases: a restart
 (the catalog already holds the slide, as in production) and a first start (empty
-catalog: the slide is indexed first). Python byte code is cached under
+catalog: the slide is indexed first). A restart answers its first tile on the early path
+(``tileserver/http/early.py``), from the tile locator the previous run left in the catalog,
+while the app is still loading; a first start has no locator and waits for the app. The
+floors: a 4-byte hello app on each server, and the app's imports alone. Python byte code is cached under
 ``bench/data/pycache`` (``PYTHONPYCACHEPREFIX``), as an installed package would have it.
 """
 
@@ -20,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.baselines import ROOT, Processes, free_port, tileserver_argv
+from bench.baselines import ROOT, Processes, asgi_argv, free_port, tileserver_argv
 from bench.report import DATA, drop_page_cache
 
 PYCACHE = DATA / "pycache"
@@ -30,7 +33,7 @@ PYCACHE = DATA / "pycache"
 class ColdStart:
     server: str
     workers: int
-    catalog: str  # "built" or "empty"
+    catalog: str  # "built" or "empty"; "hello" and "none" for the floors
     runs_ms: tuple[float, ...]
     failures: tuple[str, ...]
     page_cache_dropped: bool
@@ -108,14 +111,14 @@ def last_error(log: Path) -> str:
     return lines[-1].strip() if lines else "(no error logged)"
 
 
-#: What any tileserver start must import before it can answer: the floor of a cold start.
-FLOOR_IMPORTS = "import numpy, sqlite3, anyio, starlette.applications, uvicorn"
+#: What the app behind the early path imports (``tileserver/http/early.py``); the early
+#: path answers stored tiles without waiting for them.
+APP_IMPORTS = "import numpy, sqlite3, anyio, starlette.applications, PIL.Image, pydicom"
 
 
-def measure_floor(runs: int, work: Path) -> ColdStart:
-    """The interpreter and the third-party stack alone, page cache dropped: how much of a
-    cold start is not tileserver's own code."""
-    argv = [sys.executable, "-c", FLOOR_IMPORTS]
+def measure_imports(runs: int, work: Path) -> ColdStart:
+    """The interpreter and the app's third-party imports alone, page cache dropped."""
+    argv = [sys.executable, "-c", APP_IMPORTS]
     subprocess.run(argv, env=server_env(), check=True)  # writes the byte-code cache
     times, dropped = [], True
     for _ in range(runs):
@@ -126,6 +129,29 @@ def measure_floor(runs: int, work: Path) -> ColdStart:
     return ColdStart("imports only", 1, "none", tuple(times), (), dropped)
 
 
+def measure_floor(server: str, runs: int, work: Path) -> ColdStart:
+    """``bench/hello_app.py`` on ``server`` (1 process): the server's own cold start to a
+    first response, the floor under tileserver's."""
+    interface = "granian-rsgi" if server == "granian" else server
+    target = "bench.hello_app:rsgi_app" if server == "granian" else "bench.hello_app:app"
+    times, failures, dropped = [], [], True
+    for i in range(runs + 1):  # the first, uncounted, writes the byte-code cache
+        dropped = (drop_page_cache() and dropped) if i else dropped
+        port = free_port()
+        argv = asgi_argv(target, interface, port, workers=1)
+        with Processes() as procs:
+            start = time.perf_counter()
+            process = procs.start(argv, work / f"hello-{server}.log", cwd=ROOT, env=server_env())
+            try:
+                first_tile(port, "/", process, timeout=60)
+            except RuntimeError as exc:
+                failures.append(str(exc))
+                continue
+            if i:
+                times.append((time.perf_counter() - start) * 1000)
+    return ColdStart(server, 1, "hello", tuple(times), tuple(failures), dropped)
+
+
 def measure_all(
     slides: Path,
     catalog: Path,
@@ -134,9 +160,11 @@ def measure_all(
     runs: int,
     work: Path,
 ) -> list[ColdStart]:
-    """The import floor, then every (server, workers) case with the catalog built, then
-    with an empty catalog."""
-    out = [measure_floor(runs, work)]
+    """The floors (each server's hello app, the app's imports), then every (server,
+    workers) case with the catalog built, then with an empty catalog."""
+    servers = sorted({server for server, _ in cases}, reverse=True)
+    out = [*(measure_floor(server, runs, work) for server in servers)]
+    out.append(measure_imports(runs, work))
     for case in cases:
         # One uncounted start writes the byte-code cache that the cold starts read.
         one_start(slides, catalog, path, *case, work / "pycache.log")

@@ -223,7 +223,8 @@ def composed_table(bench: Bench) -> str:
 CATALOG_LABELS = {
     "built": "built (restart)",
     "empty": "empty (first index)",
-    "none": "— (`python -c` importing numpy, sqlite3, anyio, starlette, uvicorn: the floor)",
+    "hello": "— (`bench/hello_app.py`, 1 process: the server's own floor)",
+    "none": "— (`python -c` importing the app's numpy, Pillow, pydicom, Starlette)",
 }
 
 
@@ -350,7 +351,10 @@ def write_doc(bench: Bench, cold: Sequence[ColdStart], elapsed: float) -> None:
         f"{args.cold_runs}: page cache dropped (`echo 1 > /proc/sys/vm/drop_caches`) "
         "before each start, then `tileserver serve` and a tile request every "
         "2 ms (`bench/coldstart.py`). Built = the catalog already indexes the slide (a "
-        "restart); empty = a new catalog, the slide is indexed first. Byte code is cached "
+        "restart): the first tile comes from the early path (`tileserver/http/early.py`, "
+        "the tile locator the previous run left in the catalog) while the app still loads; "
+        "empty = a new catalog, the slide is indexed first. The floors: a 4-byte hello app "
+        "on each server, and the app's third-party imports alone. Byte code is cached "
         "(`PYTHONPYCACHEPREFIX`), as in an installed package.",
         "",
         cold_table(cold) if cold else "(not measured)",
