@@ -7,8 +7,9 @@ bytes; the clock runs from just before the process is spawned. Two cases: a rest
 catalog: the slide is indexed first). A restart answers its first tile on the early path
 (``tileserver/http/early.py``), from the tile locator the previous run left in the catalog,
 while the app is still loading; a first start has no locator and waits for the app. The
-floors: a 4-byte hello app on each server, and the app's imports alone. Python byte code is cached under
-``bench/data/pycache`` (``PYTHONPYCACHEPREFIX``), as an installed package would have it.
+floors: a 4-byte hello app on each server, and the app's imports alone. Python byte code
+is cached under ``bench/data/pycache`` (``PYTHONPYCACHEPREFIX``), as an installed package
+would have it.
 """
 
 from __future__ import annotations
