@@ -14,7 +14,9 @@ is served by
 Every server gets 2 worker processes on a loopback port and runs alone. Load: ``wrk``
 (``bench/wrk.py``), random tiles, 1 s warm-up then 5 s per point at 1, 32 and 128
 connections (c=32, where the targets are set, three times: medians). The batch endpoint
-against single-tile requests runs on the uvicorn tileserver; cold starts
+against single-tile requests runs on the uvicorn tileserver. The stored-tile share
+targets come from paired rounds (``run_paired``): nginx, the bare handlers and tileserver
+all started, loaded in turn at c=32, the share taken within each round. Cold starts
 (``bench/coldstart.py``) run last, as they drop the page cache. Results, plot and target
 verdicts go to the ``serving`` section of ``docs/benchmarks.md``.
 Run: ``make bench`` or ``python -m bench.serving_bench [--help]``.
@@ -76,6 +78,8 @@ class Bench:
     composed: list[Run] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     batch_rows: list[list[str]] = field(default_factory=list)
+    #: c=32 results per server key, one per interleaved round (``run_paired``).
+    paired: dict[str, list[wrk.WrkResult]] = field(default_factory=dict)
 
     @property
     def grid(self) -> int:
@@ -238,6 +242,42 @@ def run_tileserver(bench: Bench, server: str) -> str | None:
     return slide_id
 
 
+def run_paired(bench: Bench) -> None:
+    """nginx, the bare handlers and tileserver on each server, all started and loaded in
+    turn at c=32, ``--paired-rounds`` times: a share of nginx is taken within each round,
+    so a machine whose speed drifts over the benchmark (these VMs do) does not skew it."""
+    level, expected = bench.data.level, bench.data.level.expected(1, 1)
+    with Processes() as procs:
+        servers: list[tuple[str, str, Template]] = []
+        if have("nginx"):
+            url = start_nginx(procs, bench.work, bench.data.static).url
+            servers.append(("nginx", url, lambda c, r: f"/tiles/{c}_{r}.jpg"))
+        bare = [*bench.args.servers, *(["granian-rsgi"] if "granian" in bench.args.servers else [])]
+        for server in bare:
+            url = start_bare(
+                procs, server, level.path, bench.data.spans, level.grid, bench.work
+            ).url
+            servers.append((f"bare-{server}", url, bare_path))
+        for server in bench.args.servers:
+            work = bench.work / f"ts-{server}"
+            url = start_tileserver(procs, level.path.parent, work, server).url
+            slide_id = httpx.get(url + "/slides").json()["slides"][0]["id"]
+            servers.append((f"ts-{server}", url, stored_path(slide_id)))
+        loads = []
+        for key, url, template in servers:
+            problem = check_tile(url + template(1, 1), expected)
+            if problem is not None:
+                bench.notes.append(f"paired rounds: {key} skipped: {problem}")
+                continue
+            loads.append((key, url, bench.grid_paths(f"paired-{key}", template)))
+        for round_ in range(1, bench.args.paired_rounds + 1):
+            for key, url, paths in loads:
+                bench.warm(url, paths)
+                result = bench.load(url, paths, TARGET_CONNECTIONS, seed=round_)
+                bench.paired.setdefault(key, []).append(result)
+                print(f"paired round {round_} {key:>22} {_line(result)}", flush=True)
+
+
 def run_iipimage(bench: Bench) -> None:
     tiff = bench.data.tiff
     if tiff is None or not (have("iipsrv") and have("nginx")):
@@ -354,6 +394,7 @@ def run_all(bench: Bench) -> list[coldstart.ColdStart]:
         slide_id = (
             guarded(bench, f"tileserver ({server})", run_tileserver, bench, server) or slide_id
         )
+    guarded(bench, "paired rounds", run_paired, bench)
     guarded(bench, "IIPImage", run_iipimage, bench)
     guarded(bench, "OpenSlide", run_openslide, bench)
     if slide_id is None or bench.args.cold_runs < 1:
@@ -387,6 +428,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=3,
         help=f"runs of each c={TARGET_CONNECTIONS} point (the median is kept)",
+    )
+    parser.add_argument(
+        "--paired-rounds",
+        type=int,
+        default=5,
+        help=f"interleaved c={TARGET_CONNECTIONS} rounds behind the stored-tile shares",
     )
     parser.add_argument("--cold-runs", type=int, default=3, help="cold starts per case")
     parser.add_argument("--hit-tiles", type=int, default=1000)
