@@ -117,6 +117,19 @@ def test_app_factory_imports_no_deferred_module(tmp_path: Path, factory: str) ->
     assert loaded == []
 
 
+#: What the app factories leave to the app's build thread, so that the early tile path
+#: (``tileserver/http/early.py``) answers before any of it is loaded.
+BUILT_LATER = ("numpy", "anyio", "starlette.applications", "orjson", "tileserver.http.app")
+
+
+@pytest.mark.parametrize("factory", ["app_from_env", "rsgi_app_from_env"])
+def test_app_factory_leaves_the_app_to_the_build_thread(tmp_path: Path, factory: str) -> None:
+    args = [factory, *BUILT_LATER]
+    loaded = run_python(APP_FACTORY, args, tmp_path, tmp_path / "catalog.sqlite")
+
+    assert loaded == []
+
+
 def test_first_stored_tile_and_initial_scan_import_no_deferred_module(
     tmp_path: Path, fixture_dir: dict[str, FixtureSet]
 ) -> None:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -58,6 +59,8 @@ class TileLocator:
         self.levels = list(levels)
         self._fds: dict[int, int] = {}
         self._lock = threading.Lock()
+        # Descriptors close when the last reference goes, never under an in-flight read.
+        weakref.finalize(self, _close_all, self._fds)
 
     def encode(self) -> tuple[bytes, bytes]:
         """(JSON description, the levels' tables back to back): two catalog columns."""
@@ -126,8 +129,8 @@ class TileLocator:
                 fd = self._fds[file] = os.open(self.files[file].path, os.O_RDONLY)
             return fd
 
-    def close(self) -> None:
-        with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+
+def _close_all(fds: dict[int, int]) -> None:
+    for fd in fds.values():
+        os.close(fd)
+    fds.clear()
