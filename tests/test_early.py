@@ -38,8 +38,10 @@ def test_locator_reads_what_the_reader_reads(fixture_dir: dict[str, FixtureSet],
     slide = open_fixture(fixture_dir[case])
     reader = slide.reader
     assert isinstance(reader, DicomReader)
-    locator = TileLocator.decode(*reader.tile_locator("v1").encode())
-    assert locator.version == "v1" and len(locator.levels) == len(slide.levels)
+    series = [("/slides/b.dcm", 2, 20), ("/slides/a.dcm", 1, 10)]
+    locator = TileLocator.decode(*reader.tile_locator("v1", series).encode())
+    assert locator.version == "v1" and locator.series == sorted(series)
+    assert len(locator.levels) == len(slide.levels)
     read = 0
     for level in slide.levels:
         for row in range(level.grid.height):
@@ -61,7 +63,7 @@ def test_locator_reads_what_the_reader_reads(fixture_dir: dict[str, FixtureSet],
 def test_locator_rejects_tables_that_do_not_fit(fixture_dir: dict[str, FixtureSet]) -> None:
     reader = open_fixture(fixture_dir[CASE]).reader
     assert isinstance(reader, DicomReader)
-    meta, tables = reader.tile_locator("v1").encode()
+    meta, tables = reader.tile_locator("v1", []).encode()
     for bad_meta, bad_tables in ((meta, tables[:-1]), (b"{}", tables), (b"[", tables)):
         with pytest.raises(ValueError):
             TileLocator.decode(bad_meta, bad_tables)
@@ -100,6 +102,25 @@ def test_catalog_keeps_the_locator_of_each_opened_slide(
     assert locator.read(0, 1, 1) == (written_frame(fixture_dir[CASE], 1, 1), "image/jpeg")
     catalog.remove(list(catalog.files()))  # the slide's files are gone: so is its locator
     assert catalog.query("SELECT count(*) FROM tile_locators")[0][0] == 0
+    catalog.close()
+
+
+def test_an_outdated_locator_is_replaced_when_the_slide_opens(
+    indexed: tuple[Path, Path, str], fixture_dir: dict[str, FixtureSet]
+) -> None:
+    """A locator written by an older tileserver (another format) does not stay behind."""
+    root, catalog_path, _ = indexed
+    slide_id = fixture_dir[CASE].series_uid
+    catalog = Catalog(catalog_path, [root])
+    with catalog.transaction() as conn:
+        conn.execute("UPDATE tile_locators SET meta = ?", (b'{"format": 0}',))
+    early = EarlyTiles(catalog_path, [str(root)])
+    assert early.answer(f"/slides/{slide_id}/tiles/0/0/0") is None  # cannot be decoded
+    library = SlideLibrary(catalog, [root])
+    library.get(slide_id)
+    library.close()
+    row = catalog.query("SELECT meta, tables FROM tile_locators")[0]
+    assert TileLocator.decode(row[0], row[1]).read(0, 0, 0) is not None
     catalog.close()
 
 

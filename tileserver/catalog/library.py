@@ -8,6 +8,7 @@ writes through the catalog's generation counter.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import sqlite3
@@ -23,7 +24,7 @@ from tileserver.catalog.store import Catalog, SeriesFile
 from tileserver.dicom.series import assemble
 from tileserver.errors import NotFoundError
 from tileserver.readers.dicom import DicomReader
-from tileserver.readers.locator import content_version as file_version
+from tileserver.readers.locator import TileLocator
 from tileserver.slide import Slide
 
 log = logging.getLogger(__name__)
@@ -161,10 +162,9 @@ class SlideLibrary:
             *(f"{Path(i.path).name}: {w}" for i in layout.instances for w in i.warnings),
         ]
         reader = DicomReader(layout, on_changed=self._file_changed)
-        version = content_version(
-            SeriesFile(i.path, "", i.file_size, i.mtime_ns) for i in instances
-        )
-        self._save_locator(slide_id, reader, version)
+        identities = [(i.path, i.file_size, i.mtime_ns) for i in instances]
+        version = content_version(SeriesFile(p, "", size, m) for p, size, m in identities)
+        self._save_locator(slide_id, reader.tile_locator(version, identities))
         return Slide(
             id=slide_id,
             name=Path(relative).stem or slide_id,
@@ -175,10 +175,9 @@ class SlideLibrary:
             path=relative,
         )
 
-    def _save_locator(self, slide_id: str, reader: DicomReader, version: str) -> None:
+    def _save_locator(self, slide_id: str, locator: TileLocator) -> None:
         """For the early tile path of the next start (``http/early.py``), in the background:
         a catalog busy with a scan must not hold up the request that opened the slide."""
-        locator = reader.tile_locator(version)
 
         def save() -> None:
             try:
@@ -223,7 +222,10 @@ def _changed_files(slide: Slide) -> list[str]:
 
 def content_version(files: Iterable[SeriesFile]) -> str:
     """Changes whenever any file's path, size or mtime does: part of cache keys and ETags."""
-    return file_version((f.path, f.size, f.mtime_ns) for f in files)
+    digest = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.path):
+        digest.update(f"{f.path}|{f.size}|{f.mtime_ns}\n".encode())
+    return digest.hexdigest()[:20]
 
 
 def _relative_path(files: list[tuple[str, str]]) -> str:

@@ -187,15 +187,16 @@ class Catalog:
 
     def put_locator(self, slide_id: str, locator: TileLocator) -> None:
         """Keep where a slide's stored tiles lie, for the early tile path of the next start
-        (``http/early.py``); written only when this version is not there yet. Not a catalog
-        change: the generation stays, so no process re-reads its slides for it."""
+        (``http/early.py``); written only when the catalog does not hold this one already
+        (same version, same description). Not a catalog change: the generation stays, so no
+        process re-reads its slides for it."""
+        meta, tables = locator.encode()
         with self._lock:
             row = self._conn.execute(
-                "SELECT version FROM tile_locators WHERE slide_id = ?", (slide_id,)
+                "SELECT meta FROM tile_locators WHERE slide_id = ?", (slide_id,)
             ).fetchone()
-            if row is not None and row[0] == locator.version:
+            if row is not None and row[0] == meta:
                 return
-            meta, tables = locator.encode()
             self._conn.execute(
                 "INSERT OR REPLACE INTO tile_locators VALUES (?, ?, ?, ?)",
                 (slide_id, locator.version, meta, tables),

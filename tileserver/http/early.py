@@ -39,7 +39,7 @@ from tileserver.http.stored import (
     tile_etag,
     tile_headers,
 )
-from tileserver.readers.locator import TileLocator, content_version
+from tileserver.readers.locator import TileLocator
 from tileserver.settings import Settings, served_roots
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class EarlyTiles:
             return self._locators[slide_id]
 
     def _load(self, slide_id: str) -> TileLocator | None:
-        """The slide's locator if the catalog's files of the slide still make its version."""
+        """The slide's locator if the catalog still lists the files its version was made of."""
         try:
             conn = self._connection()
             row = conn.execute(
@@ -112,7 +112,7 @@ class EarlyTiles:
         except (sqlite3.Error, ValueError) as exc:
             log.info("no early tiles for %s: %s", slide_id, exc)
             return None
-        if not files or content_version(files) != locator.version:
+        if sorted(files) != locator.series:  # the slide's files are no longer the same
             return None
         return locator
 

@@ -18,7 +18,7 @@ from tileserver.dicom.series import LEVEL_FRAME_DTYPE, FrameGrid, SeriesLayout
 from tileserver.errors import CorruptSlideError, NotFoundError, TileAbsentError
 from tileserver.formats import EncodedTile, transfer_syntax
 from tileserver.readers.base import ReaderLevel
-from tileserver.readers.locator import LocatedFile, LocatedLevel, TileLocator
+from tileserver.readers.locator import Identity, LocatedFile, LocatedLevel, TileLocator
 from tileserver.readers.pageread import FRAME_ROW, read_nowait
 
 assert FRAME_ROW.size == LEVEL_FRAME_DTYPE.itemsize
@@ -168,9 +168,10 @@ class DicomReader:
         header = grid.headers[file_index]
         return EncodedTile(data, header.transfer_syntax, header.pixel_format)
 
-    def tile_locator(self, version: str) -> TileLocator:
+    def tile_locator(self, version: str, series: Sequence[Identity]) -> TileLocator:
         """The stored tiles of the slide's first focal plane and optical path, for the
-        catalog (``readers/locator.py``); a level without that optical path is empty."""
+        catalog (``readers/locator.py``); a level without that optical path is empty.
+        ``series``: the files ``version`` was made from."""
         files: dict[str, int] = {}
         located: list[LocatedFile] = []
         levels = []
@@ -191,7 +192,7 @@ class DicomReader:
             table["file"] = numbers[table["file"]]
             table["length"][frames < 0] = 0
             levels.append(LocatedLevel(frames.shape[1], frames.shape[0], table.tobytes()))
-        return TileLocator(version, located, levels)
+        return TileLocator(version, series, located, levels)
 
     def _row(self, grid: FrameGrid, frame: int) -> tuple[int, int, int, int]:
         """(file index, offset, length, fragments) of a frame of one of this layout's grids."""

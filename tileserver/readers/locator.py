@@ -2,32 +2,30 @@
 the standard library alone: the early tile path (``http/early.py``) serves stored tiles
 from it while the rest of the app (numpy, Pillow, pydicom, Starlette) is still loading.
 
-A locator covers the slide's first focal plane and optical path, what a tile URL without a
-query asks for. Per level it holds the grid and one packed frame row per tile, row-major
-(``FRAME_ROW``; length 0 for a tile not stored); file indexes point into one list of files,
-each with the identity (size, mtime_ns) it had when indexed and its frames' media type.
+A locator belongs to one version of a slide: it lists the identity (path, size, mtime_ns) of
+every file of the series the version was made from, so a reader can tell, without hashing,
+whether the catalog still describes the same files. It covers the slide's first focal plane
+and optical path, what a tile URL without a query asks for: per level, the grid and one
+packed frame row per tile, row-major (``FRAME_ROW``; length 0 for a tile not stored), whose
+file indexes point into one list of files, each with the identity it had when indexed and
+its frames' media type.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tileserver.readers.pageread import FRAME_ROW
 
-
-def content_version(identities: Iterable[tuple[str, int, int]]) -> str:
-    """A slide's version from its files' (path, size, mtime_ns): changes whenever any of
-    them does; part of cache keys and ETags."""
-    digest = hashlib.sha256()
-    for path, size, mtime_ns in sorted(identities):
-        digest.update(f"{path}|{size}|{mtime_ns}\n".encode())
-    return digest.hexdigest()[:20]
+#: Changes with what ``encode`` writes.
+FORMAT = 1
+#: A file's (path, size, mtime_ns): what a slide's version is made from.
+Identity = tuple[str, int, int]
 
 
 @dataclass(frozen=True)
@@ -49,12 +47,17 @@ class TileLocator:
     """One slide version's stored tiles: (level, col, row) to file, offset and length."""
 
     def __init__(
-        self, version: str, files: Sequence[LocatedFile], levels: Sequence[LocatedLevel]
+        self,
+        version: str,
+        series: Sequence[Identity],
+        files: Sequence[LocatedFile],
+        levels: Sequence[LocatedLevel],
     ) -> None:
         for level in levels:
             if len(level.table) != level.cols * level.rows * FRAME_ROW.size:
                 raise ValueError("a level's table does not match its grid")
         self.version = version
+        self.series = sorted(series)  # every file of the series the version was made from
         self.files = list(files)
         self.levels = list(levels)
         self._fds: dict[int, int] = {}
@@ -65,7 +68,9 @@ class TileLocator:
     def encode(self) -> tuple[bytes, bytes]:
         """(JSON description, the levels' tables back to back): two catalog columns."""
         meta = {
+            "format": FORMAT,
             "version": self.version,
+            "series": [list(identity) for identity in self.series],
             "files": [[f.path, f.size, f.mtime_ns, f.media_type] for f in self.files],
             "levels": [[level.cols, level.rows] for level in self.levels],
         }
@@ -76,6 +81,8 @@ class TileLocator:
         """``encode``'s inverse; ``ValueError`` for anything that does not fit."""
         try:
             fields = json.loads(meta)
+            if fields["format"] != FORMAT:
+                raise ValueError(f"format {fields['format']}, not {FORMAT}")
             files = [LocatedFile(str(p), int(s), int(m), str(t)) for p, s, m, t in fields["files"]]
             levels, start = [], 0
             for cols, rows in fields["levels"]:
@@ -83,11 +90,12 @@ class TileLocator:
                 levels.append(LocatedLevel(int(cols), int(rows), tables[start:end]))
                 start = end
             version = str(fields["version"])
+            series = [(str(p), int(s), int(m)) for p, s, m in fields["series"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a tile locator: {exc}") from exc
         if start != len(tables):
             raise ValueError("tile locator tables do not match its levels")
-        return cls(version, files, levels)
+        return cls(version, series, files, levels)
 
     def span(self, level: int, col: int, row: int) -> tuple[int, int, int] | None:
         """(file index, offset, length) of a stored tile; None outside the grid, for a tile
