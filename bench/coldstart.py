@@ -7,9 +7,9 @@ bytes; the clock runs from just before the process is spawned. Two cases: a rest
 catalog: the slide is indexed first). A restart answers its first tile on the early path
 (``tileserver/http/early.py``), from the tile locator the previous run left in the catalog,
 while the app is still loading; a first start has no locator and waits for the app. The
-floors: a 4-byte hello app on each server, and the app's imports alone. Python byte code
-is cached under ``bench/data/pycache`` (``PYTHONPYCACHEPREFIX``), as an installed package
-would have it.
+floors: a 4-byte hello app on each server and worker count, and the app's imports alone.
+Python byte code is cached under ``bench/data/pycache`` (``PYTHONPYCACHEPREFIX``), as an
+installed package would have it.
 """
 
 from __future__ import annotations
@@ -98,6 +98,9 @@ def measure(
     for i in range(runs):
         name = f"cold-{server}-{workers}-{'empty' if empty else 'built'}-{i}"
         target = work / f"{name}.sqlite" if empty else catalog
+        if empty:  # a new catalog, also when ``work`` is reused
+            for stale in work.glob(f"{name}.sqlite*"):
+                stale.unlink()
         dropped = drop_page_cache() and dropped
         try:
             times.append(one_start(slides, target, path, server, workers, work / f"{name}.log"))
@@ -130,19 +133,20 @@ def measure_imports(runs: int, work: Path) -> ColdStart:
     return ColdStart("imports only", 1, "none", tuple(times), (), dropped)
 
 
-def measure_floor(server: str, runs: int, work: Path) -> ColdStart:
-    """``bench/hello_app.py`` on ``server`` (1 process): the server's own cold start to a
-    first response, the floor under tileserver's."""
+def measure_floor(server: str, workers: int, runs: int, work: Path) -> ColdStart:
+    """``bench/hello_app.py`` on ``server`` with ``workers`` processes: the server's own
+    cold start to a first response, the floor under tileserver's."""
     interface = "granian-rsgi" if server == "granian" else server
     target = "bench.hello_app:rsgi_app" if server == "granian" else "bench.hello_app:app"
     times, failures, dropped = [], [], True
     for i in range(runs + 1):  # the first, uncounted, writes the byte-code cache
         dropped = (drop_page_cache() and dropped) if i else dropped
         port = free_port()
-        argv = asgi_argv(target, interface, port, workers=1)
+        argv = asgi_argv(target, interface, port, workers)
         with Processes() as procs:
             start = time.perf_counter()
-            process = procs.start(argv, work / f"hello-{server}.log", cwd=ROOT, env=server_env())
+            log = work / f"hello-{server}-{workers}.log"
+            process = procs.start(argv, log, cwd=ROOT, env=server_env())
             try:
                 first_tile(port, "/", process, timeout=60)
             except RuntimeError as exc:
@@ -150,7 +154,7 @@ def measure_floor(server: str, runs: int, work: Path) -> ColdStart:
                 continue
             if i:
                 times.append((time.perf_counter() - start) * 1000)
-    return ColdStart(server, 1, "hello", tuple(times), tuple(failures), dropped)
+    return ColdStart(server, workers, "hello", tuple(times), tuple(failures), dropped)
 
 
 def measure_all(
@@ -161,12 +165,11 @@ def measure_all(
     runs: int,
     work: Path,
 ) -> list[ColdStart]:
-    """The floors (each server's hello app, the app's imports), then every (server,
-    workers) case with the catalog built, then with an empty catalog."""
-    servers = sorted({server for server, _ in cases}, reverse=True)
-    out = [*(measure_floor(server, runs, work) for server in servers)]
-    out.append(measure_imports(runs, work))
+    """The app's imports alone, then for every (server, workers) case: the hello app (the
+    server's floor), tileserver with the catalog built, then with an empty catalog."""
+    out = [measure_imports(runs, work)]
     for case in cases:
+        out.append(measure_floor(*case, runs, work))
         # One uncounted start writes the byte-code cache that the cold starts read.
         one_start(slides, catalog, path, *case, work / "pycache.log")
         out.append(measure(slides, catalog, path, case, runs, work, empty=False))
