@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -24,7 +23,7 @@ from tileserver.catalog.store import Catalog, SeriesFile
 from tileserver.dicom.series import assemble
 from tileserver.errors import NotFoundError
 from tileserver.readers.dicom import DicomReader
-from tileserver.readers.locator import TileLocator
+from tileserver.readers.locator import Identity
 from tileserver.slide import Slide
 
 log = logging.getLogger(__name__)
@@ -164,7 +163,7 @@ class SlideLibrary:
         reader = DicomReader(layout, on_changed=self._file_changed)
         identities = [(i.path, i.file_size, i.mtime_ns) for i in instances]
         version = content_version(SeriesFile(p, "", size, m) for p, size, m in identities)
-        self._save_locator(slide_id, reader.tile_locator(version, identities))
+        self._save_locator(slide_id, reader, version, identities)
         return Slide(
             id=slide_id,
             name=Path(relative).stem or slide_id,
@@ -175,15 +174,17 @@ class SlideLibrary:
             path=relative,
         )
 
-    def _save_locator(self, slide_id: str, locator: TileLocator) -> None:
-        """For the early tile path of the next start (``http/early.py``), in the background:
-        a catalog busy with a scan must not hold up the request that opened the slide."""
+    def _save_locator(
+        self, slide_id: str, reader: DicomReader, version: str, series: list[Identity]
+    ) -> None:
+        """For the early tile path of the next start (``http/early.py``), built and written
+        in the background: neither may hold up the request that opened the slide."""
 
         def save() -> None:
             try:
-                self.catalog.put_locator(slide_id, locator)
-            except sqlite3.Error as exc:  # costs only the early path of the next start
-                log.warning("tile locator of %s not saved: %s", slide_id, exc)
+                self.catalog.put_locator(slide_id, reader.tile_locator(version, series))
+            except Exception:  # costs only the early path of the next start
+                log.warning("tile locator of %s not saved", slide_id, exc_info=True)
 
         with contextlib.suppress(RuntimeError):  # closed: the process is stopping
             self._writer.submit(save)

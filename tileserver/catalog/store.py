@@ -8,6 +8,7 @@ where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -191,13 +192,16 @@ class Catalog:
         (same version, same description). Not a catalog change: the generation stays, so no
         process re-reads its slides for it."""
         meta, tables = locator.encode()
-        with self._lock:
-            row = self._conn.execute(
+        # A connection of its own: waiting out another process's write must not hold the
+        # lock this process's catalog reads take. ``meta`` describes ``tables`` completely
+        # (they change only with the files it lists or with the locator's format).
+        with contextlib.closing(sqlite3.connect(self.path, timeout=10)) as conn, conn:
+            row = conn.execute(
                 "SELECT meta FROM tile_locators WHERE slide_id = ?", (slide_id,)
             ).fetchone()
             if row is not None and row[0] == meta:
                 return
-            self._conn.execute(
+            conn.execute(
                 "INSERT OR REPLACE INTO tile_locators VALUES (?, ?, ?, ?)",
                 (slide_id, locator.version, meta, tables),
             )

@@ -9,9 +9,13 @@ locators the catalog keeps for slides opened before (``readers/locator.py``), wi
 headers the app sends. Every other request waits for the app, then goes to it.
 
 Like the app before its first rescan, the early path serves the catalog as last written; it
-checks that a slide's files are still the ones the catalog lists under the served roots and
-that each file read is unchanged, and leaves anything else (a query, ``If-None-Match``, a
-slide or tile it has no locator for, a changed file) to the app.
+checks, as the app does before it opens a slide, that the slide's files are the ones the
+catalog lists under the served roots and are unchanged on disk, checks each file it reads
+again, and leaves anything else (a query, ``HEAD``, ``If-None-Match``, a slide or tile it has
+no locator for, a changed file, any error) to the app. ``/healthz`` answers at once and
+``/readyz`` says "starting" (503) until the app is up. A build or startup that fails is
+logged; requests waiting for the app get a 503 and the process exits with status 3, as
+uvicorn's own failed startup does, so a supervisor does not restart it in a loop.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import sqlite3
 import threading
 import time
@@ -36,6 +39,7 @@ from tileserver.http.stored import (
     TILES_ROUTE,
     CorsPolicy,
     raw_tile_headers,
+    scan_headers,
     tile_etag,
     tile_headers,
 )
@@ -64,6 +68,9 @@ class EarlyTile(NamedTuple):
 class EarlyTiles:
     """Stored tiles from the catalog's tile locators (blocking: call ``answer`` in a thread)."""
 
+    #: Slides remembered (with or without a locator) before the memo starts over.
+    MEMO_LIMIT = 4096
+
     def __init__(self, catalog: Path, roots: list[str]) -> None:
         self.catalog = catalog
         self.roots = roots
@@ -79,8 +86,12 @@ class EarlyTiles:
             return None
         slide_id = match[1]
         level, col, row = int(match[2]), int(match[3]), int(match[4])
-        locator = self._locator(slide_id)
-        found = None if locator is None else locator.read(level, col, row)
+        try:
+            locator = self._locator(slide_id)
+            found = None if locator is None else locator.read(level, col, row)
+        except Exception:  # the app answers, with the right status and message
+            log.exception("early tile %s", path)
+            return None
         if locator is None or found is None:
             return None
         etag = tile_etag(locator.version, level, col, row, _FirstPlane(), None)
@@ -88,32 +99,39 @@ class EarlyTiles:
 
     def _locator(self, slide_id: str) -> TileLocator | None:
         with self._lock:
-            if slide_id not in self._locators:
-                self._locators[slide_id] = self._load(slide_id)
-            return self._locators[slide_id]
+            if slide_id in self._locators:
+                return self._locators[slide_id]
+            locator = self._load(slide_id)  # raises on a catalog error: not remembered
+            if len(self._locators) >= self.MEMO_LIMIT:
+                self._locators.clear()
+            self._locators[slide_id] = locator
+            return locator
 
     def _load(self, slide_id: str) -> TileLocator | None:
-        """The slide's locator if the catalog still lists the files its version was made of."""
+        """The slide's locator if the catalog still lists the files its version was made
+        of, under the served roots, and they are unchanged on disk."""
+        conn = self._connection()
+        row = conn.execute(
+            "SELECT meta, tables FROM tile_locators WHERE slide_id = ?", (slide_id,)
+        ).fetchone()
+        if row is None:
+            return None
         try:
-            conn = self._connection()
-            row = conn.execute(
-                "SELECT meta, tables FROM tile_locators WHERE slide_id = ?", (slide_id,)
-            ).fetchone()
-            if row is None:
-                return None
             locator = TileLocator.decode(row[0], row[1])
-            sql = (
-                "SELECT f.path, f.size, f.mtime_ns FROM instances i JOIN files f USING (path) "
-                "WHERE i.series_uid = ?"
-            )
-            if self.roots:
-                sql += f" AND f.root IN ({', '.join('?' for _ in self.roots)})"
-            files = conn.execute(sql, (slide_id, *self.roots)).fetchall()
-        except (sqlite3.Error, ValueError) as exc:
+        except ValueError as exc:  # an older tileserver's: rewritten when the app opens it
             log.info("no early tiles for %s: %s", slide_id, exc)
             return None
-        if sorted(files) != locator.series:  # the slide's files are no longer the same
-            return None
+        # The roots filter of the catalog's own queries (store._under_roots), written out
+        # here as the early path does not import the catalog package (numpy).
+        sql = (
+            "SELECT f.path, f.size, f.mtime_ns FROM instances i JOIN files f USING (path) "
+            "WHERE i.series_uid = ?"
+        )
+        if self.roots:
+            sql += f" AND f.root IN ({', '.join('?' for _ in self.roots)})"
+        files = conn.execute(sql, (slide_id, *self.roots)).fetchall()
+        if sorted(files) != locator.series or not all(map(_unchanged, locator.series)):
+            return None  # the app re-indexes what changed before it serves the slide
         return locator
 
     def _connection(self) -> sqlite3.Connection:
@@ -123,6 +141,15 @@ class EarlyTiles:
         return self._conn
 
 
+def _unchanged(identity: tuple[str, int, int]) -> bool:
+    path, size, mtime_ns = identity
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    return (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns)
+
+
 class _HasFastPath(Protocol):
     @property
     def fast(self) -> FastPath: ...
@@ -130,11 +157,13 @@ class _HasFastPath(Protocol):
 
 App = TypeVar("App", bound=_HasFastPath)
 Step = Callable[[App], Awaitable[None]]
+#: Exit status of a server whose app failed to start (uvicorn's own for a failed startup).
+STARTUP_FAILURE = 3
 
 
 class AppLoader(Generic[App]):
-    """Builds the app in a worker thread and runs its startup while early tiles are
-    answered; a build or startup that fails is logged and stops the process."""
+    """Builds the app in a worker thread and runs its startup while early requests are
+    answered; a build or startup that fails is logged and ends the process."""
 
     def __init__(
         self, settings: Settings, build: Callable[[], App], startup: Step[App], shutdown: Step[App]
@@ -148,12 +177,16 @@ class AppLoader(Generic[App]):
         self._served: list[float] = []  # early answers, counted in the app's metrics
         self._done: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._done = asyncio.Event()
-        self._task = loop.create_task(self._load())
+        if self._task is None:
+            self._done = asyncio.Event()
+            self._task = loop.create_task(self._load())
 
     async def stop(self) -> None:
+        """Shut the app down, or keep it from starting when it is still being built."""
+        self._stopping = True
         if self._task is not None:
             await self._task
         if self.app is not None:
@@ -161,40 +194,70 @@ class AppLoader(Generic[App]):
 
     async def wait(self) -> App | None:
         """The started app, or None when it failed to start."""
-        assert self._done is not None, "start() first"
+        self.start(asyncio.get_running_loop())  # a server that runs no lifespan
+        assert self._done is not None
         await self._done.wait()
         return self.app
 
-    async def early(self, path: str) -> EarlyTile | None:
+    def early(self, method: str, path: str, headers: EarlyHeaders) -> bool:
+        """Whether the early path may answer this request (else it waits for the app)."""
+        if self.tiles is None or method != "GET" or headers.conditional:
+            return False
+        return TILE_PATH.fullmatch(path) is not None or path in _PROBES
+
+    async def answer(self, path: str) -> tuple[int, bytes, str, EarlyTile | None] | None:
+        """(status, body, media type, the tile if it is one), or None: wait for the app."""
+        probe = _PROBES.get(path)
+        if probe is not None:
+            return (*probe, None)
         tiles = self.tiles
-        if tiles is None or TILE_PATH.fullmatch(path) is None:
+        found = None if tiles is None else await asyncio.to_thread(tiles.answer, path)
+        if found is None:
             return None
-        found = await asyncio.to_thread(tiles.answer, path)
-        if found is not None:
-            if self.app is not None:
-                self.app.fast.state.metrics.observe_request(TILES_ROUTE, "GET", 200, found.seconds)
-            else:
-                self._served.append(found.seconds)
-        return found
+        if self.app is not None:
+            self.app.fast.state.metrics.observe_request(TILES_ROUTE, "GET", 200, found.seconds)
+        else:
+            self._served.append(found.seconds)
+        return 200, found.data, found.media_type, found
 
     async def _load(self) -> None:
         assert self._done is not None
         try:
             app = await asyncio.to_thread(self._build)
-            await self._startup(app)
-            for seconds in self._served:
-                app.fast.state.metrics.observe_request(TILES_ROUTE, "GET", 200, seconds)
-            self.app = app
+            if not self._stopping:  # stopped while building: never started
+                await self._startup(app)
+                for seconds in self._served:
+                    app.fast.state.metrics.observe_request(TILES_ROUTE, "GET", 200, seconds)
+                self.app = app
         except Exception as exc:
             log.exception("tileserver failed to start")
             self.failure = f"server failed to start: {exc}"
-            os.kill(os.getpid(), signal.SIGTERM)  # the server stops as on a signal
+            # Requests waiting for the app get their 503 first.
+            asyncio.get_running_loop().call_later(0.2, _exit_failed)
         finally:
             self.tiles = None  # its file descriptors close with the last early read
             self._done.set()
 
     def failure_body(self) -> bytes:
-        return json.dumps({"error": self.failure or "server failed to start"}).encode()
+        return json.dumps({"error": self.failure or "server stopped"}).encode()
+
+
+def _exit_failed() -> None:
+    logging.shutdown()
+    os._exit(STARTUP_FAILURE)
+
+
+_JSON = "application/json"
+#: What the early path answers for the probes: alive, not ready yet.
+_PROBES = {
+    "/healthz": (200, b'{"status":"ok"}', _JSON),
+    "/readyz": (503, b'{"status":"starting","ready":false}', _JSON),
+}
+
+
+class EarlyHeaders(NamedTuple):
+    origin: str
+    conditional: bool
 
 
 class EarlyASGI:
@@ -212,29 +275,42 @@ class EarlyASGI:
         if scope["type"] == "lifespan":
             await self._lifespan_messages(receive, send)
             return
-        if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
-            origin, conditional = b"", False
-            for name, value in scope["headers"]:
-                if name == b"origin":
-                    origin = value
-                elif name == b"if-none-match":
-                    conditional = True
-            found = None if conditional else await self.loader.early(scope["path"])
-            if found is not None:
-                cors, length = self.loader.cors, len(found.data)
-                headers = raw_tile_headers(
-                    cors, origin, found.media_type, found.etag, found.seconds, length, early=True
-                )
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-                await send({"type": "http.response.body", "body": found.data})
-                return
+        if scope["type"] == "http" and not scope["query_string"]:
+            origin, conditional = scan_headers(scope["headers"])
+            request = EarlyHeaders(origin.decode("latin-1"), conditional)
+            if self.loader.early(scope["method"], scope["path"], request):
+                answered = await self.loader.answer(scope["path"])
+                if answered is not None:
+                    await self._send(send, origin, *answered)
+                    return
         app = await self.loader.wait()
         if app is not None:
             await app(scope, receive, send)
         elif scope["type"] == "http":
-            headers = [(b"content-type", b"application/json"), *self.loader.cors.raw_headers(b"")]
-            await send({"type": "http.response.start", "status": 503, "headers": headers})
-            await send({"type": "http.response.body", "body": self.loader.failure_body()})
+            await self._send(send, b"", 503, self.loader.failure_body(), _JSON, None)
+
+    async def _send(
+        self,
+        send: Send,
+        origin: bytes,
+        status: int,
+        body: bytes,
+        media_type: str,
+        tile: EarlyTile | None,
+    ) -> None:
+        cors = self.loader.cors
+        if tile is not None:
+            headers = raw_tile_headers(
+                cors, origin, media_type, tile.etag, tile.seconds, len(body), early=True
+            )
+        else:
+            headers = [
+                (b"content-type", media_type.encode()),
+                (b"content-length", b"%d" % len(body)),
+                *cors.raw_headers(origin),
+            ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _lifespan_messages(self, receive: Receive, send: Send) -> None:
         while True:
@@ -273,28 +349,36 @@ class EarlyRSGI:
         if app is not None:
             await app.__rsgi__(scope, protocol)
             return
-        if scope.proto == "http" and scope.method == "GET" and not scope.query_string:
-            headers = scope.headers
-            if "if-none-match" not in headers:
-                found = await self.loader.early(scope.path)
-                if found is not None:
-                    origin = headers.get("origin", "")
-                    response_headers = tile_headers(
-                        self.loader.cors,
-                        origin,
-                        found.media_type,
-                        found.etag,
-                        found.seconds,
-                        early=True,
-                    )
-                    protocol.response_bytes(200, response_headers, found.data)
+        headers = scope.headers
+        if scope.proto == "http" and not scope.query_string:
+            request = EarlyHeaders(headers.get("origin", ""), "if-none-match" in headers)
+            if self.loader.early(scope.method, scope.path, request):
+                answered = await self.loader.answer(scope.path)
+                if answered is not None:
+                    self._send(protocol, request.origin, *answered)
                     return
         app = await self.loader.wait()
         if app is not None:
             await app.__rsgi__(scope, protocol)
         elif scope.proto == "http":
-            headers503 = [("content-type", "application/json"), *self.loader.cors.headers("")]
-            protocol.response_bytes(503, headers503, self.loader.failure_body())
+            origin = headers.get("origin", "")
+            self._send(protocol, origin, 503, self.loader.failure_body(), _JSON, None)
+
+    def _send(
+        self,
+        protocol: RSGIProtocol,
+        origin: str,
+        status: int,
+        body: bytes,
+        media_type: str,
+        tile: EarlyTile | None,
+    ) -> None:
+        cors = self.loader.cors
+        if tile is not None:
+            headers = tile_headers(cors, origin, media_type, tile.etag, tile.seconds, early=True)
+        else:
+            headers = [("content-type", media_type), *cors.headers(origin)]
+        protocol.response_bytes(status, headers, body)
 
 
 async def _rsgi_startup(app: RSGIApp) -> None:

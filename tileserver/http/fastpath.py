@@ -35,6 +35,7 @@ from tileserver.http.stored import (
     RawHeaders,
     dzi_etag,
     raw_tile_headers,
+    scan_headers,
     tile_etag,
     tile_headers,
 )
@@ -193,12 +194,7 @@ class StoredTileFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
-            origin, conditional = b"", False
-            for name, value in scope["headers"]:
-                if name == b"origin":
-                    origin = value
-                elif name == b"if-none-match":
-                    conditional = True
+            origin, conditional = scan_headers(scope["headers"])
             found = None if conditional else self.fast.respond_raw(scope["path"], origin)
             if found is not None:
                 answer, headers = found

@@ -43,6 +43,17 @@ def dzi_etag(version: str, level: int, col: int, row: int, fmt: str) -> str:
     return f'"{version}-z{level}-{col}-{row}-{fmt}"'
 
 
+def scan_headers(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bool]:
+    """An ASGI request's Origin ("" without one) and whether it has ``If-None-Match``."""
+    origin, conditional = b"", False
+    for name, value in headers:
+        if name == b"origin":
+            origin = value
+        elif name == b"if-none-match":
+            conditional = True
+    return origin, conditional
+
+
 class CorsPolicy:
     """Which origins may read responses, and the headers that say so; shared by
     ``CorsMiddleware`` and the paths that answer before the middleware runs."""

@@ -19,7 +19,7 @@ from tileserver.errors import CorruptSlideError, NotFoundError, TileAbsentError
 from tileserver.formats import EncodedTile, transfer_syntax
 from tileserver.readers.base import ReaderLevel
 from tileserver.readers.locator import Identity, LocatedFile, LocatedLevel, TileLocator
-from tileserver.readers.pageread import FRAME_ROW, read_nowait
+from tileserver.readers.pageread import FRAME_ROW, nowait_available, read_nowait
 
 assert FRAME_ROW.size == LEVEL_FRAME_DTYPE.itemsize
 
@@ -149,6 +149,8 @@ class DicomReader:
         docs/benchmarks.md), an ``fstat`` and one read. Addresses must be checked by the
         caller; out of range raises ``IndexError``, a missing optical path ``NotFoundError``.
         """
+        if not nowait_available():
+            return None
         frame = self.frame_number(level, col, row, focal_plane, optical_path)
         if frame is None:
             return None

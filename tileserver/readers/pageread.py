@@ -1,5 +1,5 @@
-"""One frame's bytes from the page cache without waiting on the disk (standard library only:
-the early tile path reads with it before numpy is imported)."""
+"""One frame's bytes from the page cache without waiting on the disk, and the packed frame
+row the tile tables hold (standard library only: the tile locators share the row format)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ import struct
 FRAME_ROW = struct.Struct("<HQQI")
 
 _NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+
+
+def nowait_available() -> bool:
+    """False once the platform or a file system has shown it cannot read without waiting."""
+    return bool(_NOWAIT)
 
 
 def read_nowait(fd: int, length: int, offset: int) -> bytes:
