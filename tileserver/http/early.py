@@ -172,7 +172,7 @@ class AppLoader(Generic[App]):
         self.tiles: EarlyTiles | None = EarlyTiles(settings.catalog, roots)
         self.cors = CorsPolicy(settings.cors_origins)
         self.app: App | None = None
-        self.failure: str | None = None
+        self.failure_reason: str | None = None
         self._build, self._startup, self._shutdown = build, startup, shutdown
         self._served: list[float] = []  # early answers, counted in the app's metrics
         self._done: asyncio.Event | None = None
@@ -205,11 +205,11 @@ class AppLoader(Generic[App]):
             return False
         return TILE_PATH.fullmatch(path) is not None or path in _PROBES
 
-    async def answer(self, path: str) -> tuple[int, bytes, str, EarlyTile | None] | None:
-        """(status, body, media type, the tile if it is one), or None: wait for the app."""
+    async def answer(self, path: str) -> EarlyAnswer | None:
+        """The early answer to a ``GET`` of ``path``, or None: wait for the app."""
         probe = _PROBES.get(path)
         if probe is not None:
-            return (*probe, None)
+            return probe
         tiles = self.tiles
         found = None if tiles is None else await asyncio.to_thread(tiles.answer, path)
         if found is None:
@@ -218,7 +218,7 @@ class AppLoader(Generic[App]):
             self.app.fast.state.metrics.observe_request(TILES_ROUTE, "GET", 200, found.seconds)
         else:
             self._served.append(found.seconds)
-        return 200, found.data, found.media_type, found
+        return EarlyAnswer(200, found.data, found.media_type, found)
 
     async def _load(self) -> None:
         assert self._done is not None
@@ -231,15 +231,17 @@ class AppLoader(Generic[App]):
                 self.app = app
         except Exception as exc:
             log.exception("tileserver failed to start")
-            self.failure = f"server failed to start: {exc}"
+            self.failure_reason = f"server failed to start: {exc}"
             # Requests waiting for the app get their 503 first.
             asyncio.get_running_loop().call_later(0.2, _exit_failed)
         finally:
             self.tiles = None  # its file descriptors close with the last early read
             self._done.set()
 
-    def failure_body(self) -> bytes:
-        return json.dumps({"error": self.failure or "server stopped"}).encode()
+    def failure(self) -> EarlyAnswer:
+        """What requests that waited for an app that did not start get."""
+        body = json.dumps({"error": self.failure_reason or "server stopped"}).encode()
+        return EarlyAnswer(503, body, _JSON, None)
 
 
 def _exit_failed() -> None:
@@ -247,11 +249,18 @@ def _exit_failed() -> None:
     os._exit(STARTUP_FAILURE)
 
 
+class EarlyAnswer(NamedTuple):
+    status: int
+    body: bytes
+    media_type: str
+    tile: EarlyTile | None  # a stored tile's ETag and read time
+
+
 _JSON = "application/json"
 #: What the early path answers for the probes: alive, not ready yet.
 _PROBES = {
-    "/healthz": (200, b'{"status":"ok"}', _JSON),
-    "/readyz": (503, b'{"status":"starting","ready":false}', _JSON),
+    "/healthz": EarlyAnswer(200, b'{"status":"ok"}', _JSON, None),
+    "/readyz": EarlyAnswer(503, b'{"status":"starting","ready":false}', _JSON, None),
 }
 
 
@@ -281,35 +290,27 @@ class EarlyASGI:
             if self.loader.early(scope["method"], scope["path"], request):
                 answered = await self.loader.answer(scope["path"])
                 if answered is not None:
-                    await self._send(send, origin, *answered)
+                    await self._send(send, origin, answered)
                     return
         app = await self.loader.wait()
         if app is not None:
             await app(scope, receive, send)
         elif scope["type"] == "http":
-            await self._send(send, b"", 503, self.loader.failure_body(), _JSON, None)
+            await self._send(send, b"", self.loader.failure())
 
-    async def _send(
-        self,
-        send: Send,
-        origin: bytes,
-        status: int,
-        body: bytes,
-        media_type: str,
-        tile: EarlyTile | None,
-    ) -> None:
-        cors = self.loader.cors
+    async def _send(self, send: Send, origin: bytes, answer: EarlyAnswer) -> None:
+        cors, tile, body = self.loader.cors, answer.tile, answer.body
         if tile is not None:
             headers = raw_tile_headers(
-                cors, origin, media_type, tile.etag, tile.seconds, len(body), early=True
+                cors, origin, answer.media_type, tile.etag, tile.seconds, len(body), early=True
             )
         else:
             headers = [
-                (b"content-type", media_type.encode()),
+                (b"content-type", answer.media_type.encode()),
                 (b"content-length", b"%d" % len(body)),
                 *cors.raw_headers(origin),
             ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _lifespan_messages(self, receive: Receive, send: Send) -> None:
@@ -355,30 +356,21 @@ class EarlyRSGI:
             if self.loader.early(scope.method, scope.path, request):
                 answered = await self.loader.answer(scope.path)
                 if answered is not None:
-                    self._send(protocol, request.origin, *answered)
+                    self._send(protocol, request.origin, answered)
                     return
         app = await self.loader.wait()
         if app is not None:
             await app.__rsgi__(scope, protocol)
         elif scope.proto == "http":
-            origin = headers.get("origin", "")
-            self._send(protocol, origin, 503, self.loader.failure_body(), _JSON, None)
+            self._send(protocol, headers.get("origin", ""), self.loader.failure())
 
-    def _send(
-        self,
-        protocol: RSGIProtocol,
-        origin: str,
-        status: int,
-        body: bytes,
-        media_type: str,
-        tile: EarlyTile | None,
-    ) -> None:
-        cors = self.loader.cors
+    def _send(self, protocol: RSGIProtocol, origin: str, answer: EarlyAnswer) -> None:
+        cors, tile, media_type = self.loader.cors, answer.tile, answer.media_type
         if tile is not None:
             headers = tile_headers(cors, origin, media_type, tile.etag, tile.seconds, early=True)
         else:
             headers = [("content-type", media_type), *cors.headers(origin)]
-        protocol.response_bytes(status, headers, body)
+        protocol.response_bytes(answer.status, headers, answer.body)
 
 
 async def _rsgi_startup(app: RSGIApp) -> None:
