@@ -47,7 +47,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # recursion, so `make -n test` only prints.
 LINT = $(BIN)/ruff check $(LINT_PATHS) || s=1; \
 	$(BIN)/ruff format --check $(LINT_PATHS) || s=1; \
-	$(BIN)/mypy --strict tileserver || s=1
+	$(BIN)/mypy --strict tileserver bench || s=1
 
 lint: venv
 	s=0; $(LINT); exit $$s

@@ -101,7 +101,7 @@ class Processes:
 
     def start(self, argv: Sequence[str], log: Path, **kwargs: object) -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
-            process = subprocess.Popen(
+            process: subprocess.Popen[bytes] = subprocess.Popen(
                 list(argv),
                 stdout=out,
                 stderr=subprocess.STDOUT,

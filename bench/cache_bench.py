@@ -12,17 +12,13 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from report import markdown_table, section_preamble, update_section
-
+from bench.report import markdown_table, section_preamble, update_section
 from tileserver.cache import build_cache, make_key, pack
 
 

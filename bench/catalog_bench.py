@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -17,11 +16,8 @@ import numpy as np
 import pydicom
 from pydicom.uid import generate_uid
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from report import markdown_table, section_preamble, update_section
-from synthetic import ensure_level
-
+from bench.report import markdown_table, section_preamble, update_section
+from bench.synthetic import ensure_level
 from tileserver.catalog import Catalog, SlideLibrary
 
 DATA = Path(__file__).resolve().parent / "data"

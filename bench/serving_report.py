@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -328,8 +328,11 @@ def plot(runs: Sequence[Run], path: Path) -> bool:
     except ImportError:
         return False
     fig, axes = plt.subplots(1, 3, figsize=(15, 5.6))
-    panels = (("req/s", lambda r: r.rps), ("p50 ms", lambda r: r.p50_ms))
-    panels += (("p99 ms", lambda r: r.p99_ms),)
+    panels: list[tuple[str, Callable[[WrkResult], float]]] = [
+        ("req/s", lambda r: r.rps),
+        ("p50 ms", lambda r: r.p50_ms),
+        ("p99 ms", lambda r: r.p99_ms),
+    ]
     for run in runs:
         xs = [p.connections for p in run.points]
         style = "--" if run.key.endswith("-dzi") else "-"
