@@ -42,3 +42,14 @@ def held_rsgi() -> EarlyRSGI:
         return full_rsgi_app(settings)
 
     return EarlyRSGI(settings, build)
+
+
+def failing_asgi() -> EarlyASGI:
+    """An app whose build fails once the gate opens."""
+    settings = Settings.from_env()
+
+    def build() -> StoredTileFastPath:
+        _wait_for_gate()
+        raise RuntimeError("broken on purpose")
+
+    return EarlyASGI(settings, build)

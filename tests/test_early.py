@@ -197,6 +197,9 @@ def test_early_tiles_without_a_catalog(tmp_path: Path) -> None:
 
 
 def held_server_argv(server: str, port: int) -> list[str]:
+    if server == "failing":
+        argv = [sys.executable, "-m", "uvicorn", "--factory", "early_targets:failing_asgi"]
+        return [*argv, "--port", str(port), "--log-level", "warning"]
     if server == "granian":
         granian = str(Path(sys.executable).parent / "granian")
         argv = [granian, "--interface", "rsgi", "--factory", "--workers", "1"]
@@ -364,6 +367,23 @@ def test_a_stop_while_the_app_builds_never_starts_it(
         # uvicorn shuts down, then re-raises the signal it caught
         assert server.process.wait(timeout=30) == -signal.SIGTERM
     assert not Path(f"{catalog}.scan-lock").exists()
+
+
+def test_requests_waiting_for_an_app_that_fails_get_a_503(
+    indexed: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    server = HeldServer("failing", indexed, tmp_path)
+    with server as client, ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(client.get, "/slides")
+        time.sleep(0.3)
+        server.gate.touch()
+        response = waiting.result()
+        assert server.process is not None
+        status = server.process.wait(timeout=30)
+    assert response.status_code == 503
+    assert "broken on purpose" in response.json()["error"]
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert status == 3
 
 
 #: How each server ends when its app cannot start: uvicorn with its own failed-startup status
