@@ -112,6 +112,21 @@ def test_catalog_keeps_the_locator_of_each_opened_slide(
     catalog.close()
 
 
+def test_the_catalog_keeps_the_locators_of_the_slides_opened_last(
+    indexed: tuple[Path, Path, str], fixture_dir: dict[str, FixtureSet]
+) -> None:
+    root, catalog_path, _ = indexed
+    reader = open_fixture(fixture_dir[CASE]).reader
+    assert isinstance(reader, DicomReader)
+    locator = reader.tile_locator("v1", [])
+    catalog = Catalog(catalog_path, [root])
+    for slide_id in ("a", "b", "a", "c"):  # "a" opened again before "c": "b" goes
+        catalog.put_locator(slide_id, locator, keep=2)
+    kept = catalog.query("SELECT slide_id FROM tile_locators ORDER BY opened_at")
+    assert [r[0] for r in kept] == ["a", "c"]
+    catalog.close()
+
+
 def test_an_outdated_locator_is_replaced_when_the_slide_opens(
     indexed: tuple[Path, Path, str], fixture_dir: dict[str, FixtureSet]
 ) -> None:

@@ -62,10 +62,13 @@ CREATE TABLE IF NOT EXISTS tile_locators (
     slide_id TEXT PRIMARY KEY,
     version TEXT NOT NULL,
     meta BLOB NOT NULL,
-    tables BLOB NOT NULL
+    tables BLOB NOT NULL,
+    opened_at REAL NOT NULL
 );
 INSERT OR IGNORE INTO meta VALUES ('generation', 0);
 """
+#: Tile locators kept (``put_locator``): those of the slides opened last.
+LOCATORS_KEPT = 1024
 #: Stored as ``PRAGMA user_version`` once ``SCHEMA`` has run: a catalog already set up is
 #: opened without a write (several workers start at once). Changes whenever SCHEMA does;
 #: never 0, a new database's value.
@@ -186,11 +189,11 @@ class Catalog:
                 "DELETE FROM tile_locators WHERE slide_id NOT IN (SELECT series_uid FROM instances)"
             )
 
-    def put_locator(self, slide_id: str, locator: TileLocator) -> None:
+    def put_locator(self, slide_id: str, locator: TileLocator, keep: int = LOCATORS_KEPT) -> None:
         """Keep where a slide's stored tiles lie, for the early tile path of the next start
-        (``http/early.py``); written only when the catalog does not hold this one already
-        (same version, same description). Not a catalog change: the generation stays, so no
-        process re-reads its slides for it."""
+        (``http/early.py``), for the ``keep`` slides opened last: a locator is about as
+        large as the slide's frame tables. Rewritten only when its description differs.
+        Not a catalog change: the generation stays, so no process re-reads its slides."""
         meta, tables = locator.encode()
         # A connection of its own: waiting out another process's write must not hold the
         # lock this process's catalog reads take. ``meta`` describes ``tables`` completely
@@ -200,10 +203,19 @@ class Catalog:
                 "SELECT meta FROM tile_locators WHERE slide_id = ?", (slide_id,)
             ).fetchone()
             if row is not None and row[0] == meta:
-                return
+                conn.execute(
+                    "UPDATE tile_locators SET opened_at = ? WHERE slide_id = ?",
+                    (time.time(), slide_id),
+                )
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO tile_locators VALUES (?, ?, ?, ?, ?)",
+                    (slide_id, locator.version, meta, tables, time.time()),
+                )
             conn.execute(
-                "INSERT OR REPLACE INTO tile_locators VALUES (?, ?, ?, ?)",
-                (slide_id, locator.version, meta, tables),
+                "DELETE FROM tile_locators WHERE slide_id NOT IN "
+                "(SELECT slide_id FROM tile_locators ORDER BY opened_at DESC LIMIT ?)",
+                (keep,),
             )
 
     @staticmethod
