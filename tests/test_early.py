@@ -127,6 +127,22 @@ def test_the_catalog_keeps_the_locators_of_the_slides_opened_last(
     catalog.close()
 
 
+def test_locators_are_dropped_when_the_catalog_schema_changes(
+    indexed: tuple[Path, Path, str],
+) -> None:
+    """Derived data: a catalog set up by another schema starts without locators (rebuilt as
+    slides open) instead of keeping a table of another shape."""
+    root, catalog_path, _ = indexed
+    catalog = Catalog(catalog_path, [root])
+    assert catalog.query("SELECT count(*) FROM tile_locators")[0][0] == 1
+    catalog.query("PRAGMA user_version = 1")
+    catalog.close()
+    catalog = Catalog(catalog_path, [root])
+    assert catalog.query("SELECT count(*) FROM tile_locators")[0][0] == 0
+    assert catalog.series_uids()  # the rest of the catalog stays
+    catalog.close()
+
+
 def test_an_outdated_locator_is_replaced_when_the_slide_opens(
     indexed: tuple[Path, Path, str], fixture_dir: dict[str, FixtureSet]
 ) -> None:

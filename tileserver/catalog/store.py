@@ -131,6 +131,8 @@ class Catalog:
             try:
                 if self._conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                     self._conn.execute("PRAGMA journal_mode=WAL")  # persistent: set once
+                    # Derived data, rebuilt as slides open: dropped rather than migrated.
+                    self._conn.execute("DROP TABLE IF EXISTS tile_locators")
                     self._conn.executescript(SCHEMA)
                     self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
