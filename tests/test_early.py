@@ -3,10 +3,12 @@ tile locators while the app is still being built, on real uvicorn and granian pr
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -216,6 +218,20 @@ def test_early_tiles_decline_a_slide_whose_files_changed_in_the_catalog(
     catalog.close()
     early = EarlyTiles(catalog_path, [str(root)])
     assert early.answer(f"/slides/{fixture_dir[CASE].series_uid}/tiles/0/0/0") is None
+
+
+def test_early_tiles_on_a_catalog_from_before_locators(
+    indexed: tuple[Path, Path, str],
+    fixture_dir: dict[str, FixtureSet],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first start after an upgrade: no locator table yet, so the app answers; no error."""
+    root, catalog_path, _ = indexed
+    with sqlite3.connect(catalog_path) as conn:
+        conn.execute("DROP TABLE tile_locators")
+    early = EarlyTiles(catalog_path, [str(root)])
+    assert early.answer(f"/slides/{fixture_dir[CASE].series_uid}/tiles/0/0/0") is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_early_tiles_without_a_catalog(tmp_path: Path) -> None:

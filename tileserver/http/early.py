@@ -89,6 +89,9 @@ class EarlyTiles:
         try:
             locator = self._locator(slide_id)
             found = None if locator is None else locator.read(level, col, row)
+        except sqlite3.Error as exc:  # a catalog without locators yet, say: the app answers
+            log.info("no early tile for %s: %s", path, exc)
+            return None
         except Exception:  # the app answers, with the right status and message
             log.exception("early tile %s", path)
             return None
