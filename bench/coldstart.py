@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,16 +69,22 @@ def first_tile(port: int, path: str, process: subprocess.Popen[bytes], timeout: 
     raise RuntimeError(f"no tile from {path} after {timeout}s")
 
 
+def timed_start(argv: Callable[[int], list[str]], path: str, log: Path) -> float:
+    """Milliseconds from spawning ``argv(port)`` to its first 200 JPEG for ``path``."""
+    port = free_port()
+    with Processes() as procs:
+        start = time.perf_counter()
+        process = procs.start(argv(port), log, cwd=ROOT, env=server_env())
+        first_tile(port, path, process, timeout=120)
+        return (time.perf_counter() - start) * 1000
+
+
 def one_start(
     slides: Path, catalog: Path, path: str, server: str, workers: int, log: Path
 ) -> float:
-    port = free_port()
-    argv = tileserver_argv(slides, catalog, port, server, workers)
-    with Processes() as procs:
-        start = time.perf_counter()
-        process = procs.start(argv, log, cwd=ROOT, env=server_env())
-        first_tile(port, path, process, timeout=120)
-        return (time.perf_counter() - start) * 1000
+    return timed_start(
+        lambda port: tileserver_argv(slides, catalog, port, server, workers), path, log
+    )
 
 
 def measure(
@@ -138,22 +144,19 @@ def measure_floor(server: str, workers: int, runs: int, work: Path) -> ColdStart
     cold start to a first response, the floor under tileserver's."""
     interface = "granian-rsgi" if server == "granian" else server
     target = "bench.hello_app:rsgi_app" if server == "granian" else "bench.hello_app:app"
+    log = work / f"hello-{server}-{workers}.log"
+
+    def argv(port: int) -> list[str]:
+        return asgi_argv(target, interface, port, workers)
+
+    timed_start(argv, "/", log)  # uncounted: writes the byte-code cache
     times, failures, dropped = [], [], True
-    for i in range(runs + 1):  # the first, uncounted, writes the byte-code cache
-        dropped = (drop_page_cache() and dropped) if i else dropped
-        port = free_port()
-        argv = asgi_argv(target, interface, port, workers)
-        with Processes() as procs:
-            start = time.perf_counter()
-            log = work / f"hello-{server}-{workers}.log"
-            process = procs.start(argv, log, cwd=ROOT, env=server_env())
-            try:
-                first_tile(port, "/", process, timeout=60)
-            except RuntimeError as exc:
-                failures.append(str(exc))
-                continue
-            if i:
-                times.append((time.perf_counter() - start) * 1000)
+    for _ in range(runs):
+        dropped = drop_page_cache() and dropped
+        try:
+            times.append(timed_start(argv, "/", log))
+        except RuntimeError as exc:
+            failures.append(str(exc))
     return ColdStart(server, workers, "hello", tuple(times), tuple(failures), dropped)
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from tileserver.http.early import EarlyASGI, EarlyRSGI
 from tileserver.http.server import full_asgi_app, full_rsgi_app
@@ -14,7 +15,9 @@ from tileserver.settings import Settings
 
 if TYPE_CHECKING:
     from tileserver.http.fastpath import StoredTileFastPath
-    from tileserver.http.rsgi import RSGIApp
+
+App = TypeVar("App")
+Front = TypeVar("Front")
 
 
 def _wait_for_gate() -> None:
@@ -24,32 +27,31 @@ def _wait_for_gate() -> None:
         time.sleep(0.02)
 
 
-def held_asgi() -> EarlyASGI:
+def _gated(
+    front: Callable[[Settings, Callable[[], App]], Front], full: Callable[[Settings], App]
+) -> Front:
+    """``front`` over an app that ``full`` builds once the gate is open."""
     settings = Settings.from_env()
 
-    def build() -> StoredTileFastPath:
+    def build() -> App:
         _wait_for_gate()
-        return full_asgi_app(settings)
+        return full(settings)
 
-    return EarlyASGI(settings, build)
+    return front(settings, build)
+
+
+def held_asgi() -> EarlyASGI:
+    return _gated(EarlyASGI, full_asgi_app)
 
 
 def held_rsgi() -> EarlyRSGI:
-    settings = Settings.from_env()
+    return _gated(EarlyRSGI, full_rsgi_app)
 
-    def build() -> RSGIApp:
-        _wait_for_gate()
-        return full_rsgi_app(settings)
 
-    return EarlyRSGI(settings, build)
+def _broken(settings: Settings) -> StoredTileFastPath:
+    raise RuntimeError("broken on purpose")
 
 
 def failing_asgi() -> EarlyASGI:
     """An app whose build fails once the gate opens."""
-    settings = Settings.from_env()
-
-    def build() -> StoredTileFastPath:
-        _wait_for_gate()
-        raise RuntimeError("broken on purpose")
-
-    return EarlyASGI(settings, build)
+    return _gated(EarlyASGI, _broken)

@@ -400,7 +400,7 @@ def test_early_tiles_follow_a_restricted_cors_policy(
 
 
 def test_a_stop_while_the_app_builds_never_starts_it(
-    indexed: tuple[Path, Path, str], fixture_dir: dict[str, FixtureSet], tmp_path: Path
+    indexed: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
     """The app's startup (catalog, initial scan) is skipped when the server stops first:
     no scan takes the catalog's scan lock."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -24,6 +23,7 @@ from tileserver.dicom.series import assemble
 from tileserver.errors import NotFoundError
 from tileserver.readers.dicom import DicomReader
 from tileserver.readers.locator import Identity
+from tileserver.readers.pageread import file_unchanged
 from tileserver.slide import Slide
 
 log = logging.getLogger(__name__)
@@ -209,11 +209,7 @@ class SlideLibrary:
 
 
 def _unchanged(f: SeriesFile) -> bool:
-    try:
-        stat = os.stat(f.path)
-    except OSError:
-        return False
-    return (stat.st_size, stat.st_mtime_ns) == (f.size, f.mtime_ns)
+    return file_unchanged(f.path, f.size, f.mtime_ns)
 
 
 def _changed_files(slide: Slide) -> list[str]:

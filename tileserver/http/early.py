@@ -44,6 +44,7 @@ from tileserver.http.stored import (
     tile_headers,
 )
 from tileserver.readers.locator import TileLocator
+from tileserver.readers.pageread import file_unchanged
 from tileserver.settings import Settings, served_roots
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ class EarlyTiles:
         if self.roots:
             sql += f" AND f.root IN ({', '.join('?' for _ in self.roots)})"
         files = conn.execute(sql, (slide_id, *self.roots)).fetchall()
-        if sorted(files) != locator.series or not all(map(_unchanged, locator.series)):
+        if sorted(files) != locator.series or not all(file_unchanged(*i) for i in locator.series):
             return None  # the app re-indexes what changed before it serves the slide
         return locator
 
@@ -142,15 +143,6 @@ class EarlyTiles:
             uri = self.catalog.resolve().as_uri() + "?mode=ro"
             self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
         return self._conn
-
-
-def _unchanged(identity: tuple[str, int, int]) -> bool:
-    path, size, mtime_ns = identity
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return False
-    return (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns)
 
 
 class _HasFastPath(Protocol):

@@ -19,7 +19,7 @@ from tileserver.errors import CorruptSlideError, NotFoundError, TileAbsentError
 from tileserver.formats import EncodedTile, transfer_syntax
 from tileserver.readers.base import ReaderLevel
 from tileserver.readers.locator import Identity, LocatedFile, LocatedLevel, TileLocator
-from tileserver.readers.pageread import FRAME_ROW, nowait_available, read_nowait
+from tileserver.readers.pageread import FRAME_ROW, close_all, nowait_available, read_nowait
 
 assert FRAME_ROW.size == LEVEL_FRAME_DTYPE.itemsize
 
@@ -52,7 +52,7 @@ class DicomReader:
         self._open_lock = threading.Lock()
         # Descriptors close when the last reference goes, never under an in-flight read
         # (a closed descriptor number can be reused by another file).
-        weakref.finalize(self, _close_all, self._fds)
+        weakref.finalize(self, close_all, self._fds)
 
     @property
     def levels(self) -> Sequence[ReaderLevel]:
@@ -273,7 +273,7 @@ class DicomReader:
     def close(self) -> None:
         """Close descriptors now; only for owners sure no read is in flight."""
         with self._open_lock:
-            _close_all(self._fds)
+            close_all(self._fds)
 
 
 def _plane_map(slide_planes: Sequence[float], level_planes: Sequence[float]) -> list[int]:
@@ -285,9 +285,3 @@ def _plane_map(slide_planes: Sequence[float], level_planes: Sequence[float]) -> 
 def _path_map(slide_paths: Sequence[str], level_paths: Sequence[str]) -> list[int]:
     """For each slide optical path, its index in the level (-1 when the level lacks it)."""
     return [level_paths.index(p) if p in level_paths else -1 for p in slide_paths] or [0]
-
-
-def _close_all(fds: dict[str, int]) -> None:
-    for fd in fds.values():
-        os.close(fd)
-    fds.clear()

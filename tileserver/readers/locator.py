@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tileserver.readers.pageread import FRAME_ROW
+from tileserver.readers.pageread import FRAME_ROW, close_all
 
 #: Changes with what ``encode`` writes.
 FORMAT = 1
@@ -63,7 +63,7 @@ class TileLocator:
         self._fds: dict[int, int] = {}
         self._lock = threading.Lock()
         # Descriptors close when the last reference goes, never under an in-flight read.
-        weakref.finalize(self, _close_all, self._fds)
+        weakref.finalize(self, close_all, self._fds)
 
     def encode(self) -> tuple[bytes, bytes]:
         """(JSON description, the levels' tables back to back): two catalog columns."""
@@ -136,9 +136,3 @@ class TileLocator:
             if fd is None:
                 fd = self._fds[file] = os.open(self.files[file].path, os.O_RDONLY)
             return fd
-
-
-def _close_all(fds: dict[int, int]) -> None:
-    for fd in fds.values():
-        os.close(fd)
-    fds.clear()

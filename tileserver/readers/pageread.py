@@ -1,10 +1,12 @@
-"""One frame's bytes from the page cache without waiting on the disk, and the packed frame
-row the tile tables hold (standard library only: the tile locators share the row format)."""
+"""Reading stored frames with the standard library alone (the tile locators and the early
+path use it before numpy is imported): the packed frame row of the tile tables, a read
+from the page cache that never waits on the disk, and the file checks around reads."""
 
 from __future__ import annotations
 
 import os
 import struct
+from typing import TypeVar
 
 #: One frame row, packed as ``LEVEL_FRAME_DTYPE``: file index, offset, length, fragments.
 FRAME_ROW = struct.Struct("<HQQI")
@@ -35,3 +37,22 @@ def read_nowait(fd: int, length: int, offset: int) -> bytes:
         # A short read may just mean part of the span is not cached yet.
         raise BlockingIOError("partly cached")
     return bytes(buffer)
+
+
+def file_unchanged(path: str, size: int, mtime_ns: int) -> bool:
+    """Whether ``path`` still has the size and mtime it was indexed with (a ``stat``)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    return (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns)
+
+
+Key = TypeVar("Key")
+
+
+def close_all(fds: dict[Key, int]) -> None:
+    """Close a reader's descriptors (its finalizer: never under an in-flight read)."""
+    for fd in fds.values():
+        os.close(fd)
+    fds.clear()
