@@ -56,6 +56,14 @@ def open_viewer(browser: Any, url: str, width: int = 900, height: int = 700) -> 
 
 def settle(page: Any) -> None:
     """Wait for the view to stop moving and every tile in view to be drawn."""
+    page.wait_for_function(
+        """() => {
+        const vp = window.viewer.viewport;
+        return vp.getZoom(true) === vp.getZoom(false)
+            && vp.getCenter(true).equals(vp.getCenter(false));
+    }""",
+        timeout=30_000,
+    )
     page.wait_for_timeout(300)
     page.wait_for_function(
         "window.viewer.world.getItemAt(0) && window.viewer.world.getItemAt(0).getFullyLoaded()",

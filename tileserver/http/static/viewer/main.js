@@ -56,6 +56,10 @@
         document.getElementById("share-copy").click();
       },
       escape: function () {
+        var dialog = document.getElementById("help");
+        if (dialog.open) {
+          dialog.close();
+        }
         ruler.toggle(false);
       }
     });
