@@ -17,6 +17,8 @@ SOP_INSTANCE_UID = "00080018"
 SOP_CLASS_UID = "00080016"
 RETRIEVE_URL = "00081190"
 AVAILABLE_TRANSFER_SYNTAX = "00083002"
+#: (0002,0010) of the file meta, which Google's store also returns in metadata and QIDO.
+FILE_TRANSFER_SYNTAX = "00020010"
 
 _NUMBER_VRS = {"IS": int, "DS": float, "US": int, "SS": int, "UL": int, "SL": int, "UV": int}
 _NUMBER_VRS.update({"SV": int, "FL": float, "FD": float})

@@ -1,8 +1,9 @@
 """WADO-RS metadata: each instance's stored DICOM JSON, BulkDataURIs made absolute.
 
 The stored JSON is spliced as bytes (no parse): relative ``bulk/<tag>`` URIs become
-``<instance URL>/bulk/<tag>``, and the Pixel Data BulkDataURI and the Available Transfer
-Syntax UID are added, so a viewer needs no extra request to pick a transfer syntax.
+``<instance URL>/bulk/<tag>``, and the Pixel Data BulkDataURI, the Available Transfer
+Syntax UID and the file meta's Transfer Syntax UID (0002,0010) are added, as Google's
+Healthcare API store does, so a client needs no extra request to pick a transfer syntax.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import orjson
 
 from tileserver.catalog import Catalog
-from tileserver.dicomweb.dicomjson import AVAILABLE_TRANSFER_SYNTAX, element
+from tileserver.dicomweb.dicomjson import AVAILABLE_TRANSFER_SYNTAX, FILE_TRANSFER_SYNTAX, element
 from tileserver.dicomweb.instances import InstanceRef
 from tileserver.errors import NotFoundError
 from tileserver.formats import TRANSFER_SYNTAXES
@@ -32,6 +33,7 @@ def instance_metadata(stored: bytes, ref: InstanceRef, base: str) -> bytes:
     wide = ref.header.pixel_format.bits_allocated > 8 and syntax is not None
     vr = "OW" if wide and not syntax.encapsulated else "OB"  # type: ignore[union-attr]
     extra = {
+        FILE_TRANSFER_SYNTAX: element(FILE_TRANSFER_SYNTAX, ref.header.transfer_syntax),
         AVAILABLE_TRANSFER_SYNTAX: element(AVAILABLE_TRANSFER_SYNTAX, ref.header.transfer_syntax),
         "7FE00010": {"vr": vr, "BulkDataURI": (url + b"/bulk/7FE00010").decode()},
     }

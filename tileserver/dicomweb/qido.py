@@ -21,6 +21,7 @@ from tileserver.catalog import Catalog
 from tileserver.dicom.header import VL_WSI
 from tileserver.dicomweb.dicomjson import (
     AVAILABLE_TRANSFER_SYNTAX,
+    FILE_TRANSFER_SYNTAX,
     RETRIEVE_URL,
     SERIES_UID,
     SOP_CLASS_UID,
@@ -405,6 +406,9 @@ def _instance(catalog: Catalog, row: sqlite3.Row, query: Query, base: str) -> Js
     out[SERIES_UID] = element(SERIES_UID, row["series_uid"])
     out["00080060"] = stored.get("00080060", element("00080060", "SM"))
     out[AVAILABLE_TRANSFER_SYNTAX] = element(AVAILABLE_TRANSFER_SYNTAX, header["transfer_syntax"])
+    if query.include_all or FILE_TRANSFER_SYNTAX in query.include:
+        # File meta is not in the stored dataset; cloud stores answer it (EZ-WSI needs it).
+        out[FILE_TRANSFER_SYNTAX] = element(FILE_TRANSFER_SYNTAX, header["transfer_syntax"])
     out[INSTANCE_AVAILABILITY] = element(INSTANCE_AVAILABILITY, "ONLINE")
     url = f"{base}/studies/{row['study_uid']}/series/{row['series_uid']}/instances/{row['k']}"
     out[RETRIEVE_URL] = element(RETRIEVE_URL, url)
