@@ -106,7 +106,9 @@ def test_a_shared_link_restores_slide_centre_zoom_and_plane(
     page = open_viewer(browser, f"{server.url}/viewer/{fs.series_uid}")
     page.select_option("#focal-plane", "2")
     page.select_option("#optical-path", "1")
-    page.wait_for_function("document.body.dataset.plane === '2,1' && document.body.dataset.open")
+    page.wait_for_function(
+        "document.body.dataset.plane === '2,1' && document.body.dataset.open === 'true'"
+    )
     show_at(page, (310, 170), zoom=1.7)
     page.wait_for_function("document.getElementById('share-link').value.includes('zoom=1.7')")
     link = page.locator("#share-link").input_value()
@@ -114,11 +116,7 @@ def test_a_shared_link_restores_slide_centre_zoom_and_plane(
 
     other = open_viewer(browser, link, width=700, height=520)  # another screen size
     settle(other)
-    element = other.evaluate(
-        "() => { const r = document.getElementById('viewer').getBoundingClientRect();"
-        " return [r.width / 2, r.height / 2]; }"
-    )
-    centre = image_at_element(other, *element)
+    centre = view_centre(other)
     zoom = image_zoom(other)
     chosen = [other.input_value("#focal-plane"), other.input_value("#optical-path")]
     plane = other.evaluate("document.body.dataset.plane")
@@ -145,11 +143,17 @@ def test_keyboard_shortcuts_and_their_help(
     page.keyboard.press("Escape")
     ruler_after_escape = page.get_attribute("#ruler-toggle", "aria-pressed")
     page.keyboard.press("z")
-    page.wait_for_function("document.body.dataset.plane === '1,0' && document.body.dataset.open")
+    page.wait_for_function(
+        "document.body.dataset.plane === '1,0' && document.body.dataset.open === 'true'"
+    )
     page.keyboard.press("c")
-    page.wait_for_function("document.body.dataset.plane === '1,1' && document.body.dataset.open")
+    page.wait_for_function(
+        "document.body.dataset.plane === '1,1' && document.body.dataset.open === 'true'"
+    )
     page.keyboard.press("Z")
-    page.wait_for_function("document.body.dataset.plane === '0,1' && document.body.dataset.open")
+    page.wait_for_function(
+        "document.body.dataset.plane === '0,1' && document.body.dataset.open === 'true'"
+    )
     page.keyboard.press("2")  # the second preset, 5x
     settle(page)
     zoom = image_zoom(page)
@@ -186,3 +190,32 @@ def test_panel_collapses_on_narrow_screens_and_toggles(
     expanded = "true" if open_at_start else "false"
     collapsed = "false" if open_at_start else "true"
     assert states == [(open_at_start, expanded), (not open_at_start, collapsed)]
+
+
+def view_centre(page: Any) -> tuple[float, float]:
+    size = page.evaluate(
+        "() => { const r = document.getElementById('viewer').getBoundingClientRect();"
+        " return [r.width / 2, r.height / 2]; }"
+    )
+    return image_at_element(page, *size)
+
+
+def test_editing_the_address_hash_moves_the_view(page: Any) -> None:
+    page.evaluate("location.hash = '#x=600&y=200&zoom=2'")
+    settle(page)
+    assert view_centre(page) == pytest.approx((600, 200), abs=1.0)
+    assert image_zoom(page) == pytest.approx(2.0, rel=0.01)
+
+
+def test_switching_dzi_to_iiif_keeps_the_view(page: Any) -> None:
+    show_at(page, (300, 400), zoom=1.25)
+    page.wait_for_function(
+        "document.querySelector('#source-toggle a[data-source=iiif]').href.includes('zoom=1.25')"
+    )
+    page.click("#source-toggle a[data-source=iiif]")
+    page.wait_for_function(
+        "document.body.dataset.source === 'iiif' && document.body.dataset.open === 'true'"
+    )
+    settle(page)
+    assert view_centre(page) == pytest.approx((300, 400), abs=1.0)
+    assert image_zoom(page) == pytest.approx(1.25, rel=0.01)

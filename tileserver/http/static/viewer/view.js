@@ -136,6 +136,10 @@
     var hash = ns.viewstate.format(state);
     window.history.replaceState(null, "", window.location.pathname + window.location.search + hash);
     ns.controls.showLink(ns.viewstate.shareUrl(state));
+    // Switching between DZI and IIIF keeps the place too.
+    document.querySelectorAll("#source-toggle a").forEach(function (link) {
+      link.setAttribute("href", "?source=" + link.dataset.source + hash);
+    });
   };
 
   View.prototype.setPlane = function (plane) {
