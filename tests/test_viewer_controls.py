@@ -138,6 +138,7 @@ def test_keyboard_shortcuts_and_their_help(
     keys = page.eval_on_selector_all("#help-keys dt", "ds => ds.map(d => d.textContent)")
     page.keyboard.press("Escape")
     assert not page.locator("#help").evaluate("d => d.open")
+    page.focus("#viewer .openseadragon-canvas")  # OpenSeadragon's own keys listen here
     page.keyboard.press("m")
     ruler = page.get_attribute("#ruler-toggle", "aria-pressed")
     page.keyboard.press("Escape")
