@@ -9,12 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from tileserver.http.early import EarlyASGI, EarlyRSGI
-from tileserver.http.server import full_asgi_app, full_rsgi_app
+from tileserver.http.server import asgi_front, rsgi_front
 from tileserver.settings import Settings
 
 if TYPE_CHECKING:
-    from tileserver.http.fastpath import StoredTileFastPath
+    from starlette.types import ASGIApp
+
+    from tileserver.http.asgi import AsgiFront
+    from tileserver.http.rsgi import RsgiFront
 
 App = TypeVar("App")
 Front = TypeVar("Front")
@@ -40,18 +42,24 @@ def _gated(
     return front(settings, build)
 
 
-def held_asgi() -> EarlyASGI:
-    return _gated(EarlyASGI, full_asgi_app)
+def _full(settings: Settings) -> ASGIApp:
+    from tileserver.http.app import create_app
+
+    return create_app(settings)
 
 
-def held_rsgi() -> EarlyRSGI:
-    return _gated(EarlyRSGI, full_rsgi_app)
+def held_asgi() -> AsgiFront:
+    return _gated(asgi_front, _full)
 
 
-def _broken(settings: Settings) -> StoredTileFastPath:
+def held_rsgi() -> RsgiFront:
+    return _gated(rsgi_front, _full)
+
+
+def _broken(settings: Settings) -> ASGIApp:
     raise RuntimeError("broken on purpose")
 
 
-def failing_asgi() -> EarlyASGI:
+def failing_asgi() -> AsgiFront:
     """An app whose build fails once the gate opens."""
-    return _gated(EarlyASGI, _broken)
+    return _gated(asgi_front, _broken)

@@ -11,7 +11,7 @@ from slidefiles import open_fixture
 
 from fixtures import FixtureSet
 from tileserver.errors import CorruptSlideError, TileAbsentError
-from tileserver.readers.coalesce import MAX_GAP, ReadRun, Span, plan_reads, read_tiles
+from tileserver.readers.coalesce import MAX_GAP, ReadRun, Span, plan_reads
 from tileserver.slide import Slide
 
 
@@ -66,7 +66,7 @@ def test_coalesced_reads_equal_single_reads(fixture_dir: dict[str, FixtureSet], 
             tiles = [(c, r) for r in range(level.grid.height) for c in range(level.grid.width)][
                 ::-1
             ]
-            coalesced = read_tiles(slide, level.index, tiles)
+            coalesced = slide.read_tiles(level.index, tiles)
             for (col, row), encoded in zip(tiles, coalesced, strict=True):
                 single = _single(slide, level.index, col, row)
                 assert (encoded.data if encoded else None) == single
@@ -86,7 +86,7 @@ def test_sparse_fixture_has_absent_tiles(fixture_dir: dict[str, FixtureSet]) -> 
     slide = open_fixture(fixture_dir["sparse"])
     try:
         absent = [(c, r) for _, _, c, r in fixture_dir["sparse"].level(0).absent_tiles]
-        assert read_tiles(slide, 0, absent) == [None] * len(absent)
+        assert slide.read_tiles(0, absent) == [None] * len(absent)
     finally:
         slide.close()
 
@@ -99,13 +99,13 @@ def test_coalesced_reads_refuse_a_file_rewritten_since_indexing(
     changed: list[str] = []
     slide = open_fixture(fs, tmp_path / "slide", changed.append)
     try:
-        assert read_tiles(slide, 0, [(1, 1)])[0] is not None
+        assert slide.read_tiles(0, [(1, 1)])[0] is not None
         path = slide.reader.layout.levels[0].files[0]  # type: ignore[attr-defined]
         rewritten = pydicom.dcmread(path)
         rewritten.ImageComments = "X" * 500  # same pixels, frames 500 bytes further on
         rewritten.save_as(path)
         with pytest.raises(CorruptSlideError, match="changed since it was indexed"):
-            read_tiles(slide, 0, [(1, 1)])
+            slide.read_tiles(0, [(1, 1)])
         assert changed == [path]  # the library is told, so it re-indexes the file
     finally:
         slide.close()

@@ -119,7 +119,7 @@ def test_rescan_skips_unchanged_and_follows_changes(
     stat = touched.stat()
     os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     third = library.refresh()
-    assert [Path(i.path).name for i in third.indexed] == ["level0.dcm"]
+    assert [Path(uri).name for uri, _ in third.indexed] == ["level0.dcm"]
     assert library.get(slide_id).version != before
 
     shutil.rmtree(mixed_tree / "sparse")
@@ -135,8 +135,9 @@ def test_interrupted_scan_leaves_only_complete_entries(mixed_tree: Path, tmp_pat
     assert len(partial.indexed) + len(partial.skipped) == 3
     assert len(catalog.files()) == 3
     for series_uid in catalog.series_uids():
-        for inst in catalog.instances(series_uid):
-            assert len(inst.frames) == inst.header.number_of_frames
+        for stored in catalog.stored_files(series_uid):
+            assert stored.instance is not None
+            assert len(stored.instance.frames) == stored.instance.header.number_of_frames
     rest = scan(catalog, [mixed_tree])
     assert rest.unchanged == 3
 
@@ -228,13 +229,14 @@ def test_a_scan_during_a_load_never_leaves_a_stale_slide_cached(
     tmp_path: Path, fixture_dir: dict[str, FixtureSet], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import tileserver.catalog.library as library_module
+    import tileserver.readers.dicom_backend as backend_module
 
     root = tmp_path / "slides"
     shutil.copytree(fixture_dir["jpeg_bot"].directory, root)
     library = SlideLibrary(Catalog(tmp_path / "catalog.sqlite"), [root])
     library.refresh()
     level0 = root / fixture_dir["jpeg_bot"].level(0).paths[0].name
-    real_assemble = library_module.assemble
+    real_assemble = backend_module.assemble
     calls = 0
 
     def assemble_while_the_file_changes(instances):  # type: ignore[no-untyped-def]
@@ -246,7 +248,7 @@ def test_a_scan_during_a_load_never_leaves_a_stale_slide_cached(
             library.refresh()
         return real_assemble(instances)
 
-    monkeypatch.setattr(library_module, "assemble", assemble_while_the_file_changes)
+    monkeypatch.setattr(backend_module, "assemble", assemble_while_the_file_changes)
     slide = library.get(fixture_dir["jpeg_bot"].series_uid)
     current = library_module.content_version(library.catalog.series_files()[slide.id])
     assert calls == 2 and slide.version == current
@@ -311,3 +313,36 @@ def test_a_set_up_catalog_opens_without_writing(tmp_path: Path) -> None:
     Catalog(path).close()
     assert writer.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     writer.close()
+
+
+def test_servers_with_nested_roots_share_one_catalog_without_losing_slides(
+    tmp_path: Path, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    """Serve DIR/a alone, then DIR plus another root, then DIR alone, on one catalog: the
+    slide under DIR/a is listed every time (the roots served decide, as path prefixes, not
+    the root a file was first found under), and its path is relative to the root served."""
+    tree, other = tmp_path / "DIR", tmp_path / "other"
+    shutil.copytree(fixture_dir["jpeg_bot"].directory, tree / "a" / "jpeg_bot")
+    shutil.copytree(fixture_dir["j2k_lossless"].directory, other / "j2k")
+    catalog_path = tmp_path / "catalog.sqlite"
+    slide_a = fixture_dir["jpeg_bot"].series_uid
+
+    def serve(*roots: Path) -> tuple[list[str], str]:
+        catalog = Catalog(catalog_path, list(roots))
+        library = SlideLibrary(catalog, list(roots))
+        library.refresh()
+        library.refresh()  # a rescan changes nothing
+        ids = library.ids()
+        path = library.get(slide_a).path if slide_a in ids else ""
+        library.close()
+        catalog.close()
+        return ids, path
+
+    assert serve(tree / "a") == ([slide_a], "jpeg_bot")
+    ids, path = serve(tree, other)
+    assert sorted(ids) == sorted([slide_a, fixture_dir["j2k_lossless"].series_uid])
+    assert path == "a/jpeg_bot"
+    assert serve(tree) == ([slide_a], "a/jpeg_bot")
+    shutil.rmtree(tree / "a")
+    assert serve(tree) == ([], "")  # gone under a served root: dropped, whoever found it
+    assert serve(other)[0] == [fixture_dir["j2k_lossless"].series_uid]

@@ -247,7 +247,8 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
     rows = [_row(s, se, i) for s in range(N_STUDIES) for se in range(2) for i in range(2)]
     with cat.transaction() as conn:
         conn.executemany(
-            "INSERT INTO files VALUES (?, '/data', 1, 1, 'indexed', NULL, 0)", [r[:1] for r in rows]
+            "INSERT INTO files VALUES (?, '/data', 1, '1', 'dicom', ?, NULL, 'indexed', NULL, 0)",
+            [(r[0], r[2]) for r in rows],
         )
         conn.executemany(
             "INSERT INTO instances (path, sop_instance_uid, series_uid, study_uid, patient_id, "

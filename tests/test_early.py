@@ -30,6 +30,7 @@ from tileserver.http.early import EarlyTiles
 from tileserver.http.stored import TILE_CACHE_CONTROL, TILES_ROUTE, tile_etag
 from tileserver.readers.dicom import DicomReader
 from tileserver.readers.locator import TileLocator
+from tileserver.readers.source import SourceIdentity
 
 CASE = "jpeg_bot"
 TESTS = Path(__file__).parent
@@ -42,7 +43,7 @@ def test_locator_reads_what_the_reader_reads(fixture_dir: dict[str, FixtureSet],
     slide = open_fixture(fixture_dir[case])
     reader = slide.reader
     assert isinstance(reader, DicomReader)
-    series = [("/slides/b.dcm", 2, 20), ("/slides/a.dcm", 1, 10)]
+    series = [SourceIdentity("/slides/b.dcm", 2, "20"), SourceIdentity("/slides/a.dcm", 1, "10")]
     locator = TileLocator.decode(*reader.tile_locator("v1", series).encode())
     assert locator.version == "v1" and locator.series == sorted(series)
     assert len(locator.levels) == len(slide.levels)
@@ -129,11 +130,11 @@ def test_the_catalog_keeps_the_locators_of_the_slides_opened_last(
     catalog.close()
 
 
-def test_locators_are_dropped_when_the_catalog_schema_changes(
+def test_a_catalog_of_another_schema_is_rebuilt_by_the_next_scan(
     indexed: tuple[Path, Path, str],
 ) -> None:
-    """Derived data: a catalog set up by another schema starts without locators (rebuilt as
-    slides open) instead of keeping a table of another shape."""
+    """The catalog is an index: one set up by another schema version is emptied rather
+    than read with the wrong shape, and the next scan fills it again."""
     root, catalog_path, _ = indexed
     catalog = Catalog(catalog_path, [root])
     assert catalog.query("SELECT count(*) FROM tile_locators")[0][0] == 1
@@ -141,7 +142,11 @@ def test_locators_are_dropped_when_the_catalog_schema_changes(
     catalog.close()
     catalog = Catalog(catalog_path, [root])
     assert catalog.query("SELECT count(*) FROM tile_locators")[0][0] == 0
-    assert catalog.series_uids()  # the rest of the catalog stays
+    assert catalog.series_uids() == []
+    library = SlideLibrary(catalog, [root])
+    library.refresh()
+    assert catalog.series_uids() and library.ids() == catalog.series_uids()
+    library.close()
     catalog.close()
 
 
@@ -172,7 +177,7 @@ def test_early_tiles_answer_with_the_apps_bytes_and_etag(
     early = EarlyTiles(catalog, [str(root)])
     found = early.answer(f"/slides/{fs.series_uid}/tiles/0/2/1")
     assert found is not None
-    assert found.data == written_frame(fs, 2, 1)
+    assert found.body == written_frame(fs, 2, 1)
     assert found.media_type == "image/jpeg"
     assert found.etag == tile_etag(version, 0, 2, 1, DEFAULT_PLANE, None)
     for path in (

@@ -207,7 +207,7 @@ def test_file_truncated_during_the_walk_is_corrupt_not_a_crash(tmp_path: Path) -
     path = tmp_path / "pixels.bin"
     path.write_bytes(encapsulate([frame(i, size=4000) for i in range(8)]))
     with path.open("rb") as f:
-        view = FileView(f.fileno(), path.stat().st_size)
+        view = FileView.of_fd(f.fileno(), path.stat().st_size)
         element = read_pixel_data_element(view, 0, implicit_vr=False)
         os.truncate(path, 5000)  # another process rewrites the file under us
         with pytest.raises(CorruptSlideError, match="truncated"):

@@ -76,6 +76,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-open-slides", dest="max_open_slides", type=int)
     parser.add_argument("--log-level", dest="log_level")
     parser.add_argument("--stow-dir", dest="stow_dir", type=Path)
+    parser.add_argument(
+        "--authorizer",
+        help="module:factory of the access check, factory(settings) -> Authorizer "
+        "(default: every request is allowed)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -94,7 +99,7 @@ def _index(args: argparse.Namespace) -> int:
     progress = _progress_bar(args.json)
     report = library.refresh() if progress is None else _scan_with_bar(library, progress)
     roots = [str(r) for r in library.roots]
-    skipped = [{"path": f.path, "reason": f.reason} for f in catalog.skipped() if f.root in roots]
+    skipped = [{"path": f.path, "reason": f.reason} for f in catalog.skipped(roots)]
     ids = [sid for sid in catalog.series_files(roots)]
     slides = [slide_summary(library.get(sid)) for sid in sorted(ids)]
     if args.json:
@@ -119,7 +124,7 @@ def _progress_bar(quiet: bool) -> Any:
 
 
 def _scan_with_bar(library: Any, bar: Any) -> Any:
-    from tileserver.catalog.scan import scan
+    from tileserver.catalog.scanner import scan
 
     try:
         report = scan(library.catalog, library.roots, progress=lambda _p: bar.update(1))

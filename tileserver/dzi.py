@@ -15,7 +15,14 @@ from tileserver.errors import InvalidRequestError, NotFoundError
 from tileserver.geometry import Region, Size
 from tileserver.slide import Level
 
-__all__ = ["DZI_NAMESPACE", "DeepZoom", "frame_aligned", "native_level_for", "parse_tile_name"]
+__all__ = [
+    "DZI_NAMESPACE",
+    "DeepZoom",
+    "DziPlan",
+    "frame_aligned",
+    "native_level_for",
+    "parse_tile_name",
+]
 
 DZI_NAMESPACE = "http://schemas.microsoft.com/deepzoom/2008"
 
@@ -146,3 +153,38 @@ def parse_tile_name(name: str) -> tuple[int, int, str]:
     if match is None:
         raise InvalidRequestError(f"bad DZI tile name {name!r} (want COL_ROW.FORMAT)")
     return int(match[1]), int(match[2]), match[3]
+
+
+class DziPlan:
+    """A slide's Deep Zoom layout, decided once per slide version: which DZI levels are
+    stored levels whose frames are the tiles (served as stored), and the level-0 region and
+    output size of every other tile (composed). The one place that decides; the DZI route
+    and the stored-tile chain both ask it."""
+
+    #: Cache keys of composed tiles remembered per plan (``keys``), ~250 bytes each.
+    KEY_LIMIT = 65536
+
+    def __init__(self, levels: Sequence[Level]) -> None:
+        base = levels[0]
+        self.zoom = DeepZoom(base.size.width, base.size.height, base.tile_size.width, 0)
+        self.native: dict[int, int] = {}
+        for z_level in range(self.zoom.level_count):
+            level = native_level_for(self.zoom, z_level, levels)
+            if level is not None and frame_aligned(self.zoom, levels[level]):
+                self.native[z_level] = level
+        #: (DZI level, col, row, format) -> the cache key a composed tile is stored under.
+        self.keys: dict[tuple[int, int, int, str], str] = {}
+
+    def composed(self, z_level: int, col: int, row: int) -> tuple[Region, Size]:
+        """Level-0 region and output size of a DZI tile composed from stored levels."""
+        x, y, w, h = self.zoom.l0_region(z_level, col, row)
+        z_region = self.zoom.tile_region(z_level, col, row)
+        return (
+            Region(int(x), int(y), max(1, round(w)), max(1, round(h))),
+            Size(z_region.width, z_region.height),
+        )
+
+    def remember(self, address: tuple[int, int, int, str], key: str) -> None:
+        if len(self.keys) >= self.KEY_LIMIT:
+            self.keys.clear()
+        self.keys[address] = key

@@ -11,6 +11,7 @@ TileServerError
 └── SlideError                           a file that cannot be indexed or read
     ├── NotWsiError                      readable DICOM, but not a VL Whole Slide Microscopy image
     └── CorruptSlideError                truncated, inconsistent or unparsable data
+        └── SlideChangedError            a source rewritten since it was indexed
 
 ``tileserver.http.errors`` maps these classes to HTTP statuses; nothing below ``http``
 raises HTTP exceptions.
@@ -61,3 +62,7 @@ class NotWsiError(SlideError):
 
 class CorruptSlideError(SlideError):
     """A truncated, inconsistent or unparsable file."""
+
+
+class SlideChangedError(CorruptSlideError):
+    """A source whose identity differs from the one it was indexed with: re-index it."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from tileserver.catalog.scan import iter_files
+from tileserver.catalog.scanner import iter_files
 from tileserver.dicom.instance import IndexedInstance, index_instance
 from tileserver.dicom.series import FrameGrid, SeriesLayout, assemble
 from tileserver.errors import TileServerError

@@ -24,12 +24,16 @@ from tileserver import compose
 from tileserver.cache import KeyPart, TieredCache, coalesce, make_key, pack, unpack
 from tileserver.catalog import SlideLibrary
 from tileserver.compose import DEFAULT_PLANE, Pixels, Plane
+from tileserver.dzi import DziPlan
 from tileserver.errors import InvalidRequestError, LimitExceededError, TileAbsentError
 from tileserver.formats import JPEG, NPY, OUTPUT_FORMATS, EncodedTile
 from tileserver.geometry import Region, Size
 from tileserver.settings import Settings
 from tileserver.slide import Slide
 from tileserver.timing import Timings
+
+#: Slide versions whose Deep Zoom plans are kept.
+_PLANS_KEPT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,25 @@ class TileService:
         #: Listing entries by slide id: (content version, entry), so a listing opens only
         #: slides that are new or changed.
         self.summaries: dict[str, tuple[str, dict[str, object]]] = {}
+        self._plans: dict[tuple[str, str], DziPlan] = {}
+
+    # -- the thread boundary -----------------------------------------------------------------
+
+    async def run(self, function: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """``function`` in a worker thread: every blocking call of the fronts (catalog
+        queries, file and codec work) crosses here, so the event loop never blocks."""
+        return await to_thread.run_sync(functools.partial(function, *args, **kwargs))
+
+    def dzi_plan(self, slide: Slide) -> DziPlan:
+        """The slide version's Deep Zoom plan (``dzi.DziPlan``), made once."""
+        key = (slide.id, slide.version)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= _PLANS_KEPT:
+                self._plans.clear()
+            slide.base_level()  # NotFoundError for a slide of associated images only
+            plan = self._plans[key] = DziPlan(slide.levels)
+        return plan
 
     # -- slides and stored bytes -----------------------------------------------------------
 

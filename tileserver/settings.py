@@ -41,6 +41,8 @@ class Settings:
     log_level: str = "info"
     #: Where STOW-RS stores uploaded instances (default: ``stow`` under the first slide dir).
     stow_dir: Path | None = None
+    #: "module:factory" of the access check (``http/access.py``); every request by default.
+    authorizer: str | None = None
 
     @property
     def stow_directory(self) -> Path | None:

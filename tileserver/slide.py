@@ -116,6 +116,21 @@ class Slide:
         self._check_address(level, t_col, t_row, focal_plane, optical_path)
         return self.reader.read_tile_if_cached(level, t_col, t_row, focal_plane, optical_path)
 
+    def read_tiles(
+        self,
+        level: int,
+        tiles: Sequence[tuple[int, int]],
+        focal_plane: int = 0,
+        optical_path: int = 0,
+    ) -> list[EncodedTile | None]:
+        """Stored bytes of each ``(col, row)`` of a level (None: an absent sparse tile),
+        nearby frames in one read. Addresses must be valid (checked by the caller)."""
+        return self.reader.read_tiles(level, tiles, focal_plane, optical_path)
+
+    def check_plane(self, level: int, focal_plane: int, optical_path: int) -> None:
+        """``NotFoundError`` when ``level`` lacks the slide's optical path."""
+        self.reader.check_plane(level, focal_plane, optical_path)
+
     def _check_address(
         self, level: int, t_col: int, t_row: int, focal_plane: int, optical_path: int
     ) -> None:

@@ -72,7 +72,7 @@ def instance_row(inst: IndexedInstance) -> dict[str, Any]:
     }
 
 
-def instance_from_row(row: Any, size: int, mtime_ns: int) -> IndexedInstance:
+def instance_from_row(row: Any, size: int) -> IndexedInstance:
     header = load_header(row["header"], row["icc_profile"])
     frames = load_array(row["frames"])
     assert frames is not None
@@ -80,7 +80,6 @@ def instance_from_row(row: Any, size: int, mtime_ns: int) -> IndexedInstance:
     return IndexedInstance(
         row["path"],
         size,
-        mtime_ns,
         header,
         table,
         load_array(row["positions"]),

@@ -17,13 +17,13 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tileserver.catalog.scan import ScanReport, rescan_file, scan
+from tileserver.catalog.roots import under_root
+from tileserver.catalog.scanner import ScanReport, rescan_file, scan
 from tileserver.catalog.store import Catalog, SeriesFile
-from tileserver.dicom.series import assemble
-from tileserver.errors import NotFoundError
-from tileserver.readers.dicom import DicomReader
-from tileserver.readers.locator import Identity
-from tileserver.readers.pageread import file_unchanged
+from tileserver.errors import CorruptSlideError, NotFoundError
+from tileserver.readers.base import SlideReader, StoredFile
+from tileserver.readers.registry import backend
+from tileserver.readers.source import SourceIdentity, current_identity
 from tileserver.slide import Slide
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,10 @@ CHANGE_CHECK_SECONDS = 1.0
 
 
 class SlideLibrary:
-    """Slides by id (Series Instance UID), loaded lazily from a ``Catalog``.
+    """Slides by id, loaded lazily from a ``Catalog`` and opened by their format backend.
 
-    Only files found under this library's roots are served, even when the catalog holds
-    more (several servers or ``tileserver index`` runs may share one catalog).
+    Only sources under this library's roots are served, even when the catalog holds more
+    (several servers or ``tileserver index`` runs may share one catalog).
     """
 
     def __init__(self, catalog: Catalog, roots: Sequence[str | Path] = (), max_open: int = 64):
@@ -99,7 +99,7 @@ class SlideLibrary:
             if self._open.get(slide_id) is not slide:
                 return None
             self._open.move_to_end(slide_id)
-        changed = _changed_files(slide)
+        changed = slide.reader.changed_sources()
         if not changed:
             self._checked[slide_id] = now
             return slide
@@ -128,7 +128,7 @@ class SlideLibrary:
             self.sync()
             if slide_id not in self._files:
                 raise NotFoundError(f"no slide {slide_id!r}")
-            stale = [f.path for f in self._files[slide_id] if not _unchanged(f)]
+            stale = [f.path for f in self._files[slide_id] if not _unchanged(f.identity)]
             if stale:  # changed since the last scan: index those files before loading
                 with self._lock:
                     self._changed.update(stale)
@@ -150,39 +150,46 @@ class SlideLibrary:
         return slide  # still changing under us: serve this consistent snapshot, uncached
 
     def _load(self, slide_id: str) -> Slide:
-        instances = self.catalog.instances(slide_id, self._root_names)
-        if not instances:
+        files = self.catalog.stored_files(slide_id, self._root_names)
+        if not files:
             raise NotFoundError(f"no slide {slide_id!r}")
-        layout = assemble(instances)
-        files = self._files.get(slide_id) or [SeriesFile(i.path, "", 0, 0) for i in instances]
-        relative = _relative_path([(f.path, f.root) for f in files])
-        warnings = [
-            *layout.warnings,
-            *(f"{Path(i.path).name}: {w}" for i in layout.instances for w in i.warnings),
-        ]
-        reader = DicomReader(layout, on_changed=self._file_changed)
-        identities = [(i.path, i.file_size, i.mtime_ns) for i in instances]
-        version = content_version(SeriesFile(p, "", size, m) for p, size, m in identities)
-        self._save_locator(slide_id, reader, version, identities)
+        names = {f.backend for f in files}
+        if len(names) != 1:
+            raise CorruptSlideError(f"slide {slide_id} mixes formats: {sorted(map(str, names))}")
+        opened = backend(files[0].backend).open(files, self._file_changed)
+        identities = [f.identity for f in files]
+        version = content_version(SeriesFile(i, "") for i in identities)
+        self._save_locator(slide_id, opened.reader, version, identities)
+        relative = self._relative_path(files)
         return Slide(
             id=slide_id,
             name=Path(relative).stem or slide_id,
-            reader=reader,
-            attributes=dict(instances[0].header.attributes),
-            warnings=warnings,
+            reader=opened.reader,
+            attributes=opened.attributes,
+            warnings=opened.warnings,
             version=version,
             path=relative,
         )
 
+    def _relative_path(self, files: list[StoredFile]) -> str:
+        """The slide's path under the outermost served root holding it (the root it was
+        first found under when this library serves no root of it)."""
+        first = files[0]
+        roots = [str(r) for r in self.roots if under_root(first.identity.uri, str(r))]
+        root = min(roots, key=len) if roots else first.root
+        return _relative_path([(f.identity.uri, root) for f in files])
+
     def _save_locator(
-        self, slide_id: str, reader: DicomReader, version: str, series: list[Identity]
+        self, slide_id: str, reader: SlideReader, version: str, series: list[SourceIdentity]
     ) -> None:
         """For the early tile path of the next start (``http/early.py``), built and written
         in the background: neither may hold up the request that opened the slide."""
 
         def save() -> None:
             try:
-                self.catalog.put_locator(slide_id, reader.tile_locator(version, series))
+                locator = reader.tile_locator(version, series)
+                if locator is not None:
+                    self.catalog.put_locator(slide_id, locator)
             except Exception:  # costs only the early path of the next start
                 log.warning("tile locator of %s not saved", slide_id, exc_info=True)
 
@@ -208,20 +215,19 @@ class SlideLibrary:
             self._open.clear()
 
 
-def _unchanged(f: SeriesFile) -> bool:
-    return file_unchanged(f.path, f.size, f.mtime_ns)
-
-
-def _changed_files(slide: Slide) -> list[str]:
-    check = getattr(slide.reader, "changed_files", None)
-    return list(check()) if check is not None else []
+def _unchanged(identity: SourceIdentity) -> bool:
+    try:
+        return current_identity(identity.uri) == identity
+    except (OSError, CorruptSlideError):
+        return False
 
 
 def content_version(files: Iterable[SeriesFile]) -> str:
-    """Changes whenever any file's path, size or mtime does: part of cache keys and ETags."""
+    """Changes whenever any source's URI, size or tag does: part of cache keys and ETags."""
     digest = hashlib.sha256()
     for f in sorted(files, key=lambda f: f.path):
-        digest.update(f"{f.path}|{f.size}|{f.mtime_ns}\n".encode())
+        i = f.identity
+        digest.update(f"{i.uri}|{i.size}|{i.tag}\n".encode())
     return digest.hexdigest()[:20]
 
 

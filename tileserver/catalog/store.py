@@ -1,9 +1,16 @@
-"""The persistent catalog: SQLite in WAL mode, one row per file, frame tables as .npy blobs.
+"""The persistent catalog: SQLite in WAL mode, one row per source, frame tables as .npy blobs.
 
-A file is keyed by path and identified by (size, mtime_ns): an unchanged file is never
-re-read, a changed one is re-indexed, a vanished one dropped. Each file's rows are written in
-one transaction, so a reader never sees a half-written entry and an interrupted scan resumes
-where it stopped.
+A source (a local file; an object later) is keyed by its URI and identified by its size and
+tag (``readers/source.py``): an unchanged source is never re-read, a changed one is
+re-indexed, a vanished one dropped. Each row names the format backend that indexed it and
+the slide it belongs to; a DICOM instance also gets an ``instances`` row (what QIDO searches
+and the DICOM backend opens), other backends keep their own record bytes. Each source's rows
+are written in one transaction, so a reader never sees a half-written entry and an
+interrupted scan resumes where it stopped.
+
+Which sources a server serves is decided by its roots, as path prefixes (``under_roots``):
+not by the root a source was first found under, so servers started on a folder and on its
+parent share one catalog without losing slides.
 """
 
 from __future__ import annotations
@@ -20,15 +27,20 @@ from pathlib import Path
 from typing import Any
 
 from tileserver.catalog.codec import instance_from_row, instance_row
-from tileserver.dicom.instance import IndexedInstance
+from tileserver.catalog.roots import under_roots
+from tileserver.readers.base import IndexedFile, StoredFile
 from tileserver.readers.locator import TileLocator
+from tileserver.readers.source import SourceIdentity
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,
     root TEXT NOT NULL,
     size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
+    tag TEXT NOT NULL,
+    backend TEXT,
+    slide_id TEXT,
+    record BLOB,
     status TEXT NOT NULL CHECK (status IN ('indexed', 'skipped')),
     reason TEXT,
     indexed_at REAL NOT NULL
@@ -56,7 +68,7 @@ CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
 CREATE INDEX IF NOT EXISTS instances_patient ON instances(patient_id);
 CREATE INDEX IF NOT EXISTS instances_sop ON instances(sop_instance_uid);
-CREATE INDEX IF NOT EXISTS files_root ON files(root);
+CREATE INDEX IF NOT EXISTS files_slide ON files(slide_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tile_locators (
     slide_id TEXT PRIMARY KEY,
@@ -71,13 +83,13 @@ INSERT OR IGNORE INTO meta VALUES ('generation', 0);
 LOCATORS_KEPT = 1024
 #: Stored as ``PRAGMA user_version`` once ``SCHEMA`` has run: a catalog already set up is
 #: opened without a write (several workers start at once). Changes whenever SCHEMA does;
-#: never 0, a new database's value.
+#: never 0, a new database's value. A catalog of another version is an index of another
+#: shape: its tables are dropped and the next scan rebuilds them (headers only).
 SCHEMA_VERSION = (zlib.crc32(SCHEMA.encode()) & 0x7FFFFFFF) or 1
 #: What ``instance_from_row`` reads: not the DICOM JSON, which can be many times the size
 #: of the rest (per-frame groups of a sparse image) and only DICOMweb needs.
 _INSTANCE_COLUMNS = (
-    "i.path, i.header, i.icc_profile, i.frames, i.frame_table_kind, i.positions, i.z_base, "
-    "i.notes, f.size, f.mtime_ns"
+    "i.path, i.header, i.icc_profile, i.frames, i.frame_table_kind, i.positions, i.z_base, i.notes"
 )
 
 _SEARCH_COLUMNS = {
@@ -89,24 +101,32 @@ _SEARCH_COLUMNS = {
 }
 
 
+_TABLES = ("tile_locators", "instances", "files", "meta")
+
+
 @dataclass(frozen=True)
 class SeriesFile:
-    """One indexed file of a series, with the identity that versions the slide."""
+    """One indexed source of a slide, with the identity that versions the slide."""
 
-    path: str
+    identity: SourceIdentity
     root: str
-    size: int
-    mtime_ns: int
+
+    @property
+    def path(self) -> str:
+        return self.identity.uri
 
 
 @dataclass(frozen=True)
 class FileRecord:
-    path: str
+    identity: SourceIdentity
     root: str
-    size: int
-    mtime_ns: int
     status: str
     reason: str | None
+    backend: str | None = None
+
+    @property
+    def path(self) -> str:
+        return self.identity.uri
 
 
 class Catalog:
@@ -131,10 +151,7 @@ class Catalog:
             try:
                 if self._conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                     self._conn.execute("PRAGMA journal_mode=WAL")  # persistent: set once
-                    # Derived data, rebuilt as slides open: dropped rather than migrated.
-                    self._conn.execute("DROP TABLE IF EXISTS tile_locators")
-                    self._conn.executescript(SCHEMA)
-                    self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                    self._create()
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.execute("PRAGMA foreign_keys=ON")
                 self._conn.execute(_served_view(roots))
@@ -143,6 +160,22 @@ class Catalog:
                 if "locked" not in str(exc) or attempt == attempts - 1:
                     raise
                 time.sleep(0.05 + 0.01 * attempt)
+
+    def _create(self) -> None:
+        """Create the tables, dropping those of another schema version (derived data)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self._conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                for table in _TABLES:
+                    self._conn.execute(f"DROP TABLE IF EXISTS {table}")
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -167,20 +200,24 @@ class Catalog:
 
     # -- writing -------------------------------------------------------------------------
 
-    def put_instance(self, root: str, inst: IndexedInstance) -> None:
-        """Store an indexed file, replacing whatever the catalog had for its path."""
-        row = instance_row(inst)
-        attrs = inst.header.attributes
-        row.update({col: attrs.get(key) for col, key in _SEARCH_COLUMNS.items()})
+    def put_indexed(
+        self, root: str, identity: SourceIdentity, backend: str, indexed: IndexedFile
+    ) -> None:
+        """Store an indexed source, replacing whatever the catalog had for its URI."""
         with self.transaction() as conn:
-            self._put_file(conn, inst.path, root, inst.file_size, inst.mtime_ns, "indexed", None)
-            columns = ", ".join(row)
-            marks = ", ".join(f":{c}" for c in row)
-            conn.execute(f"INSERT INTO instances ({columns}) VALUES ({marks})", row)
+            self._put_file(conn, identity, root, "indexed", None, backend, indexed)
+            if indexed.instance is not None:
+                row = instance_row(indexed.instance)
+                attrs = indexed.instance.header.attributes
+                row.update({col: attrs.get(key) for col, key in _SEARCH_COLUMNS.items()})
+                row["path"] = identity.uri
+                columns = ", ".join(row)
+                marks = ", ".join(f":{c}" for c in row)
+                conn.execute(f"INSERT INTO instances ({columns}) VALUES ({marks})", row)
 
-    def put_skipped(self, root: str, path: str, size: int, mtime_ns: int, reason: str) -> None:
+    def put_skipped(self, root: str, identity: SourceIdentity, reason: str) -> None:
         with self.transaction() as conn:
-            self._put_file(conn, path, root, size, mtime_ns, "skipped", reason)
+            self._put_file(conn, identity, root, "skipped", reason, None, None)
 
     def remove(self, paths: list[str]) -> None:
         if not paths:
@@ -223,17 +260,30 @@ class Catalog:
     @staticmethod
     def _put_file(
         conn: sqlite3.Connection,
-        path: str,
+        identity: SourceIdentity,
         root: str,
-        size: int,
-        mtime_ns: int,
         status: str,
         reason: str | None,
+        backend: str | None,
+        indexed: IndexedFile | None,
     ) -> None:
-        conn.execute("DELETE FROM files WHERE path = ?", (path,))
+        conn.execute("DELETE FROM files WHERE path = ?", (identity.uri,))
+        slide_id = indexed.slide_id if indexed is not None else None
+        record = indexed.record if indexed is not None else None
         conn.execute(
-            "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (path, root, size, mtime_ns, status, reason, time.time()),
+            "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                identity.uri,
+                root,
+                identity.size,
+                identity.tag,
+                backend,
+                slide_id,
+                record,
+                status,
+                reason,
+                time.time(),
+            ),
         )
 
     # -- reading -------------------------------------------------------------------------
@@ -242,59 +292,52 @@ class Catalog:
         """A counter bumped by every write: cheap to poll for changes made by other processes."""
         return int(self.query("SELECT value FROM meta WHERE key = 'generation'")[0][0])
 
-    def files(self, root: str | None = None) -> dict[str, FileRecord]:
-        params: tuple[str, ...]
-        sql, params = "SELECT * FROM files", ()
-        if root is not None:
-            sql, params = "SELECT * FROM files WHERE root = ?", (root,)
-        return {
-            r["path"]: FileRecord(
-                r["path"], r["root"], r["size"], r["mtime_ns"], r["status"], r["reason"]
-            )
-            for r in self.query(sql, params)
-        }
+    def files(self, roots: Sequence[str] | None = None) -> dict[str, FileRecord]:
+        """Every cataloged source (only those under ``roots`` when given), by URI."""
+        sql, params = under_roots("SELECT * FROM files f", roots)
+        return {r["path"]: _file_record(r) for r in self.query(sql, params)}
 
-    def skipped(self) -> list[FileRecord]:
-        return [f for f in self.files().values() if f.status == "skipped"]
+    def skipped(self, roots: Sequence[str] | None = None) -> list[FileRecord]:
+        return [f for f in self.files(roots).values() if f.status == "skipped"]
 
     def series_uids(self) -> list[str]:
         rows = self.query("SELECT DISTINCT series_uid FROM instances ORDER BY series_uid")
         return [r[0] for r in rows]
 
     def series_files(self, roots: Sequence[str] | None = None) -> dict[str, list[SeriesFile]]:
-        """Every indexed file per series (only files under ``roots`` when given)."""
-        sql = (
-            "SELECT i.series_uid, f.path, f.root, f.size, f.mtime_ns "
-            "FROM instances i JOIN files f USING (path)"
+        """Every indexed source per slide (only those under ``roots`` when given)."""
+        sql, params = under_roots(
+            "SELECT f.slide_id, f.path, f.root, f.size, f.tag FROM files f "
+            "WHERE f.status = 'indexed'",
+            roots,
         )
-        sql, params = _under_roots(sql, roots)
         result: dict[str, list[SeriesFile]] = {}
         for r in self.query(sql + " ORDER BY f.path", params):
-            result.setdefault(r[0], []).append(SeriesFile(r[1], r[2], r[3], r[4]))
+            identity = SourceIdentity(r[1], int(r[3]), str(r[4]))
+            result.setdefault(r[0], []).append(SeriesFile(identity, r[2]))
         return result
 
-    def instances(
-        self, series_uid: str, roots: Sequence[str] | None = None
-    ) -> list[IndexedInstance]:
-        sql, params = _under_roots(
-            f"SELECT {_INSTANCE_COLUMNS} FROM instances i JOIN files f USING (path) "
-            "WHERE i.series_uid = ?",
+    def stored_files(self, slide_id: str, roots: Sequence[str] | None = None) -> list[StoredFile]:
+        """A slide's sources with their records, as its backend opens them."""
+        sql, params = under_roots(
+            f"SELECT f.path AS uri, f.root, f.size, f.tag, f.backend, f.record, "
+            f"i.path IS NOT NULL AS dicom, {_INSTANCE_COLUMNS} "
+            "FROM files f LEFT JOIN instances i USING (path) "
+            "WHERE f.slide_id = ? AND f.status = 'indexed'",
             roots,
-            (series_uid,),
+            (slide_id,),
         )
-        rows = self.query(sql + " ORDER BY i.path", params)
-        return [instance_from_row(r, r["size"], r["mtime_ns"]) for r in rows]
+        stored = []
+        for r in self.query(sql + " ORDER BY f.path", params):
+            identity = SourceIdentity(r["uri"], int(r["size"]), str(r["tag"]))
+            instance = instance_from_row(r, identity.size) if r["dicom"] else None
+            stored.append(StoredFile(identity, r["root"], r["backend"], instance, r["record"]))
+        return stored
 
 
-def _under_roots(
-    sql: str, roots: Sequence[str] | None, params: tuple[Any, ...] = ()
-) -> tuple[str, tuple[Any, ...]]:
-    """Restrict a query over ``files f`` to files found under ``roots`` (None: all)."""
-    if roots is None:
-        return sql, params
-    glue = " AND " if " WHERE " in sql else " WHERE "
-    marks = ", ".join("?" for _ in roots) or "NULL"
-    return f"{sql}{glue}f.root IN ({marks})", (*params, *roots)
+def _file_record(r: sqlite3.Row) -> FileRecord:
+    identity = SourceIdentity(r["path"], int(r["size"]), str(r["tag"]))
+    return FileRecord(identity, r["root"], r["status"], r["reason"], r["backend"])
 
 
 def _served_view(roots: Sequence[str | Path] | None) -> str:
@@ -304,10 +347,21 @@ def _served_view(roots: Sequence[str | Path] | None) -> str:
     this view so each server answers only for its own slide directories.
     """
     where = ""
-    if roots:
-        quoted = ", ".join("'" + str(Path(r).resolve()).replace("'", "''") + "'" for r in roots)
-        where = f" WHERE f.root IN ({quoted})"
+    if roots:  # a temporary view cannot take parameters: the roots are inlined, quoted
+        conditions = []
+        for root in roots:
+            name = str(Path(root).resolve())
+            prefix = name.rstrip("/") + "/"
+            quoted, quoted_prefix = _quote(name), _quote(prefix)
+            conditions.append(
+                f"(f.path = {quoted} OR substr(f.path, 1, {len(prefix)}) = {quoted_prefix})"
+            )
+        where = " WHERE " + " OR ".join(conditions)
     return (
         "CREATE TEMP VIEW IF NOT EXISTS served_instances AS SELECT i.* FROM instances i "
         f"JOIN files f USING (path){where}"
     )
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

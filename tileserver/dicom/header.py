@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from tileserver.errors import CorruptSlideError, NotWsiError, SlideError
@@ -74,7 +73,7 @@ class InstanceHeader:
         return Size(self.pixel_format.columns, self.pixel_format.rows)
 
 
-def read_header(fp: BinaryIO, path: Path) -> tuple[Dataset, int]:
+def read_header(fp: BinaryIO) -> tuple[Dataset, int]:
     """Parse ``fp`` up to Pixel Data; return the dataset and Pixel Data's tag offset."""
     # Imported here, not at module level: pydicom takes longer to import than a server
     # takes to start, and only indexing (a new or changed file) reads headers.

@@ -6,7 +6,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -52,11 +52,10 @@ _J2K_LOSSY_PHOTOMETRIC = {"YBR_ICT", "RGB", "MONOCHROME2", "MONOCHROME1"}
 
 @dataclass(frozen=True)
 class IndexedInstance:
-    """Everything the catalog stores about one file."""
+    """Everything the catalog stores about one file (its identity is the byte source's)."""
 
-    path: str
+    path: str  # the source's URI: an absolute path for a local file
     file_size: int
-    mtime_ns: int
     header: InstanceHeader
     frames: FrameTable
     positions: PositionArray | None  # None for TILED_FULL: positions follow from the order
@@ -70,19 +69,26 @@ class IndexedInstance:
 
 
 def index_instance(path: str | Path) -> IndexedInstance:
-    """Index ``path``; raises a ``SlideError`` (or ``UnsupportedError``) saying why not."""
+    """Index the local file ``path`` (the scanner reads through byte sources instead:
+    ``readers/dicom_backend.py``); raises a ``SlideError`` saying why not."""
     path = Path(path)
-    stat = path.stat()
-    if stat.st_size == 0:
+    with path.open("rb") as fp:
+        return index_stream(fp, FileView.of_fd(fp.fileno(), os.fstat(fp.fileno()).st_size))
+
+
+def index_stream(fp: BinaryIO, view: FileView, uri: str | None = None) -> IndexedInstance:
+    """Index one DICOM file read through ``fp`` (its header) and ``view`` (positional reads
+    of Pixel Data items); raises a ``SlideError`` (or ``UnsupportedError``) saying why not."""
+    size = len(view)
+    if size == 0:
         raise SlideError("empty file")
     # pydicom's complaints about odd values become validation notes, not warnings.
-    with warnings.catch_warnings(record=True) as caught, path.open("rb") as fp:
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds, tag_offset = read_header(fp, path)
+        ds, tag_offset = read_header(fp)
         header = parse_header(ds)
         syntax = _syntax(header.transfer_syntax)
-        view = FileView(fp.fileno(), stat.st_size)
-        frames = _frame_table(view, ds, header, syntax, tag_offset, stat.st_size)
+        frames = _frame_table(view, ds, header, syntax, tag_offset, size)
         _check_consistency(view, header, syntax, frames)
         positions = None
         if header.dimension_organization != "TILED_FULL":
@@ -93,9 +99,8 @@ def index_instance(path: str | Path) -> IndexedInstance:
         z_base = shared_z_offset(ds)
         header_json = dataset_json(ds)
     frames.notes.extend(sorted({f"DICOM: {w.message}" for w in caught}))
-    return IndexedInstance(
-        str(path), stat.st_size, stat.st_mtime_ns, header, frames, positions, z_base, header_json
-    )
+    path = uri if uri is not None else str(getattr(fp, "name", ""))
+    return IndexedInstance(path, size, header, frames, positions, z_base, header_json)
 
 
 def _syntax(uid: str) -> TransferSyntax:
@@ -167,9 +172,3 @@ def _check_consistency(
             frames.notes.append(f"first frame does not start like a {syntax.name} codestream")
         elif head.startswith(b"\x00\x00\x00\x0cjP"):
             frames.notes.append("frames are JP2 files, not bare JPEG 2000 codestreams")
-
-
-def file_identity(path: str | Path) -> tuple[int, int]:
-    """(size, mtime_ns): what the catalog compares to decide whether to re-index."""
-    stat = os.stat(path)
-    return stat.st_size, stat.st_mtime_ns

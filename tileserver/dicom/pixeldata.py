@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,36 +20,48 @@ from tileserver.errors import CorruptSlideError
 
 
 class FileView:
-    """Read-only, sliceable view of a file through ``os.pread`` (no shared cursor).
+    """Read-only, sliceable view of a file or object through a positional read (no shared
+    cursor): ``read(offset, length)`` returns exactly ``length`` bytes.
 
     Kernel readahead does not recognise a walk of 8-byte item headers spaced a tile apart
     as sequential, so a cold walk would wait on the disk once per item. While reads move
     forward in small strides (small tiles), the view asks for the next few MiB ahead of
-    time (``POSIX_FADV_WILLNEED``); with large strides it reads only what it is asked.
+    time (``advise``); with large strides it reads only what it is asked.
     """
 
     PREFETCH = 8 << 20
     SMALL_STRIDE = 256 << 10
 
-    def __init__(self, fd: int, size: int) -> None:
-        self.fd, self.size = fd, size
+    def __init__(
+        self,
+        read: Callable[[int, int], bytes],
+        size: int,
+        advise: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.read, self.size, self.advise = read, size, advise
         self._last = 0
         self._stride = float(self.SMALL_STRIDE)
         self._horizon = 0
+
+    @classmethod
+    def of_fd(cls, fd: int, size: int) -> FileView:
+        """A view of an open local file."""
+        return cls(lambda offset, length: os.pread(fd, length, offset), size, None)
 
     def __len__(self) -> int:
         return self.size
 
     def __getitem__(self, span: slice) -> bytes:
         start, stop, _ = span.indices(self.size)
-        self._prefetch(start, stop)
-        return os.pread(self.fd, max(0, stop - start), start)
+        if self.advise is not None:
+            self._prefetch(start, stop)
+        return self.read(start, max(0, stop - start))
 
     def _prefetch(self, start: int, stop: int) -> None:
         stride, self._last = start - self._last, start
         self._stride = 0.9 * self._stride + 0.1 * abs(stride)
-        if stop > self._horizon and self._stride < self.SMALL_STRIDE:
-            os.posix_fadvise(self.fd, start, self.PREFETCH, os.POSIX_FADV_WILLNEED)
+        if stop > self._horizon and self._stride < self.SMALL_STRIDE and self.advise:
+            self.advise(start, self.PREFETCH)
             self._horizon = start + self.PREFETCH
 
 

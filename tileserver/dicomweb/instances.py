@@ -1,6 +1,7 @@
 """Locate instances in the catalog and read what WADO-RS serves from them.
 
-Frames come from the slide's ``DicomReader`` (one ``pread`` each, fragments joined);
+Frames come from the slide's reader (``instance_frames``: one source read each,
+fragments joined);
 a frame the client wants in another form is decoded and re-encoded here. Everything is
 sync and thread-safe: the HTTP front iterates these in worker threads.
 """
@@ -22,11 +23,9 @@ from tileserver.catalog import Catalog
 from tileserver.catalog.codec import load_header
 from tileserver.dicom.header import InstanceHeader
 from tileserver.dicom.pixeldata import FileView, read_pixel_data_element
-from tileserver.dicom.series import FrameGrid
 from tileserver.dicomweb.accept import Offer
 from tileserver.errors import InvalidRequestError, NotFoundError
 from tileserver.formats import TRANSFER_SYNTAXES, EncodedTile
-from tileserver.readers.dicom import DicomReader
 from tileserver.slide import Slide
 
 FILE_CHUNK = 1 << 20
@@ -99,24 +98,21 @@ def parse_frame_list(text: str) -> list[int]:
 
 
 class FrameSource:
-    """Frames of one instance within its assembled series, located once."""
+    """Frames of one instance within its slide, located once by the slide's reader."""
 
     def __init__(self, slide: Slide, ref: InstanceRef) -> None:
-        reader = slide.reader
-        if not isinstance(reader, DicomReader):
-            raise NotFoundError(f"slide {slide.id} is not a DICOM series")
-        self.slide, self.reader, self.ref = slide, reader, ref
-        self.grid, self.first, self.count = _locate(reader, ref.sop_instance_uid)
+        self.slide, self.ref = slide, ref
+        self.frames = slide.reader.instance_frames(ref.sop_instance_uid)
+        self.count = self.frames.count
 
     @property
     def is_associated(self) -> str | None:
         """The associated image name (label, overview, thumbnail) this instance is, if any."""
-        names = self.reader.layout.associated
-        return next((n for n, g in names.items() if g is self.grid), None)
+        return self.frames.associated
 
     @property
     def level_index(self) -> int | None:
-        return next((i for i, g in enumerate(self.reader.layout.levels) if g is self.grid), None)
+        return self.frames.level_index
 
     def check(self, numbers: Sequence[int]) -> None:
         bad = [n for n in numbers if n > self.count]
@@ -125,18 +121,7 @@ class FrameSource:
 
     def read(self, number: int) -> EncodedTile:
         self.check([number])
-        return self.reader.read_frame(self.grid, self.first + number - 1)
-
-
-def _locate(reader: DicomReader, sop: str) -> tuple[FrameGrid, int, int]:
-    for grid in (*reader.layout.levels, *reader.layout.associated.values()):
-        for file_index, header in enumerate(grid.headers):
-            if header.sop_instance_uid == sop:
-                files = grid.frames["file"]
-                first = int(np.searchsorted(files, file_index))
-                count = int(np.searchsorted(files, file_index, side="right")) - first
-                return grid, first, count
-    raise NotFoundError(f"instance {sop} is not part of its series' pyramid (see validation)")
+        return self.frames.read(number)
 
 
 def deliver(tile: EncodedTile, offer: Offer, quality: int) -> bytes:
@@ -225,7 +210,7 @@ def _pixel_data_span(ref: InstanceRef) -> BulkValue:
         pydicom.dcmread(fp, stop_before_pixels=True)
         tag_offset = fp.tell()
         size = os.fstat(fp.fileno()).st_size
-        view = FileView(fp.fileno(), size)
+        view = FileView.of_fd(fp.fileno(), size)
         element = read_pixel_data_element(view, tag_offset, syntax.implicit_vr)
     length = element.length if element.length is not None else size - element.value_offset
     return BulkValue(None, ref.path, element.value_offset, length)

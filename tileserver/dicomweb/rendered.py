@@ -47,7 +47,7 @@ def fitted(size: Size, viewport: Size | None) -> Size:
 def render_instance(source: FrameSource, options: RenderOptions, max_pixels: int) -> bytes:
     """The whole image of an instance (associated image, or a pyramid level) fitted."""
     name = source.is_associated
-    out = fitted(source.grid.size, options.viewport)
+    out = fitted(source.frames.size, options.viewport)
     _check(out, max_pixels)
     if name is not None:
         pixels = _resize(compose.associated_pixels(source.slide, name), out)
@@ -79,7 +79,7 @@ def _check(size: Size, max_pixels: int) -> None:
 
 
 def _encode(pixels: Pixels, options: RenderOptions, source: FrameSource) -> bytes:
-    icc = source.reader.icc_profile if options.icc in ("yes", "srgb") else None
+    icc = source.slide.icc_profile if options.icc in ("yes", "srgb") else None
     if icc is not None and options.icc == "srgb":
         pixels, icc = codec.to_srgb(pixels, icc), None
     return codec.encode(pixels, options.fmt, quality=options.quality, icc_profile=icc)

@@ -24,6 +24,8 @@ from tileserver.dicom import index_instance
 from tileserver.dicom.header import VL_WSI
 from tileserver.dicomweb.dicomjson import RETRIEVE_URL, element
 from tileserver.errors import NotWsiError, SlideError
+from tileserver.readers.base import IndexedFile
+from tileserver.readers.source import local_identity
 
 INCOMING = ".incoming"
 
@@ -110,7 +112,9 @@ def _store(
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, dest)
-            catalog.put_instance(root, dataclasses.replace(inst, path=str(dest)))
+            stored = dataclasses.replace(inst, path=str(dest))
+            indexed = IndexedFile(h.series_uid, instance=stored)
+            catalog.put_indexed(root, local_identity(str(dest)), "dicom", indexed)
         except OSError as exc:
             reason = f"cannot store the instance: {exc}"
             return Outcome(sop_class, h.sop_instance_uid, failure=PROCESSING_FAILURE, reason=reason)

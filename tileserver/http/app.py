@@ -17,10 +17,11 @@ from starlette.routing import BaseRoute
 from tileserver.cache import build_cache
 from tileserver.catalog import Catalog, SlideLibrary
 from tileserver.http import admin, health, tiles
+from tileserver.http.access import Authorizer, load_authorizer
 from tileserver.http.errors import HANDLERS
-from tileserver.http.fastpath import StoredTileFastPath
 from tileserver.http.metrics import Metrics
 from tileserver.http.middleware import (
+    AccessMiddleware,
     CatchAllMiddleware,
     CorsMiddleware,
     GzipTextMiddleware,
@@ -33,7 +34,10 @@ from tileserver.settings import Settings, served_roots
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, authorizer: Authorizer | None = None) -> Starlette:
+    """The Starlette app of every route; ``authorizer`` defaults to ``settings.authorizer``'s
+    (the stored-tile chain in front of it checks the same one: ``http/server.py``)."""
+    authorizer = load_authorizer(settings) if authorizer is None else authorizer
     metrics = Metrics()
     state = AppState(settings=settings, metrics=metrics)
 
@@ -61,6 +65,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(CorsMiddleware, origins=settings.cors_origins),
+            Middleware(AccessMiddleware, authorizer=authorizer),
             Middleware(CatchAllMiddleware),
             Middleware(GzipTextMiddleware),
         ],
@@ -69,12 +74,6 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.tileserver = state
     return app
-
-
-def create_asgi_app(settings: Settings) -> StoredTileFastPath:
-    """The served application: the stored-tile fast path in front of the full app."""
-    app = create_app(settings)
-    return StoredTileFastPath(app, app.state.tileserver)
 
 
 def _optional_routes() -> list[BaseRoute]:

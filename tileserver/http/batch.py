@@ -51,7 +51,6 @@ from tileserver.geometry import Size
 from tileserver.http.params import format_param, int_param
 from tileserver.http.responses import etag_for, image_response
 from tileserver.http.state import service_of
-from tileserver.readers.coalesce import check_plane, read_tiles
 from tileserver.service import Rendered, TileService, importing
 from tileserver.slide import Level, Slide
 
@@ -132,7 +131,7 @@ def _parse_batch(body: bytes, slide: Slide) -> tuple[list[Address], str, Plane]:
         raise InvalidRequestError(f"optical path {plane.optical_path} does not exist")
     addresses = [_address(t, slide) for t in tiles]
     for level in sorted({a[0] for a in addresses}):
-        check_plane(slide, level, plane.focal_plane, plane.optical_path)
+        slide.check_plane(level, plane.focal_plane, plane.optical_path)
     return addresses, fmt, plane
 
 
@@ -263,7 +262,7 @@ def _read_chunk(slide: Slide, chunk: Sequence[Address], plane: Plane) -> list[En
     for level in sorted({a[0] for a in chunk}):
         indexes = [i for i, a in enumerate(chunk) if a[0] == level]
         tiles = [(chunk[i][1], chunk[i][2]) for i in indexes]
-        read = read_tiles(slide, level, tiles, plane.focal_plane, plane.optical_path)
+        read = slide.read_tiles(level, tiles, plane.focal_plane, plane.optical_path)
         for i, encoded in zip(indexes, read, strict=True):
             out[i] = encoded
     return out

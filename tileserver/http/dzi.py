@@ -11,40 +11,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tileserver.dzi import DeepZoom, frame_aligned, native_level_for, parse_tile_name
+from tileserver.dzi import parse_tile_name
 from tileserver.errors import InvalidRequestError
-from tileserver.geometry import Region, Size
 from tileserver.http.responses import etag_for, image_response
 from tileserver.http.state import service_of
-from tileserver.http.stored import dzi_etag
-from tileserver.slide import Slide
+from tileserver.http.stored import DZI_ROUTE, dzi_etag
 from tileserver.timing import Timings
 
 DZI_FORMATS = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png", "webp": "webp"}
 
 
-def deep_zoom(slide: Slide) -> DeepZoom:
-    base = slide.base_level()
-    return DeepZoom(base.size.width, base.size.height, base.tile_size.width, 0)
-
-
-#: What distinguishes DZI renders in the cache (the fast path looks them up too).
+#: What distinguishes DZI renders in the cache (the chain looks them up too).
 COMPOSED_KEY = ("dzi",)
-
-
-def composed_request(dz: DeepZoom, z_level: int, col: int, row: int) -> tuple[Region, Size]:
-    """Level-0 region and output size of a DZI tile composed from stored levels."""
-    x, y, w, h = dz.l0_region(z_level, col, row)
-    z_region = dz.tile_region(z_level, col, row)
-    return (
-        Region(int(x), int(y), max(1, round(w)), max(1, round(h))),
-        Size(z_region.width, z_region.height),
-    )
 
 
 async def descriptor(request: Request) -> Response:
     slide = await service_of(request).slide(request.path_params["slide_id"])
-    xml = deep_zoom(slide).xml("jpeg")
+    xml = service_of(request).dzi_plan(slide).zoom.xml("jpeg")
     return Response(
         xml,
         media_type="application/xml",
@@ -60,14 +43,14 @@ async def tile(request: Request) -> Response:
     if fmt not in DZI_FORMATS:
         raise InvalidRequestError(f"DZI tiles are jpeg, png or webp, not {fmt!r}")
     fmt = DZI_FORMATS[fmt]
-    dz = deep_zoom(slide)
-    dz.tile_region(z_level, col, row)  # validates level, col and row (404)
+    plan = service.dzi_plan(slide)
+    plan.zoom.tile_region(z_level, col, row)  # validates level, col and row (404)
     etag = dzi_etag(slide.version, z_level, col, row, fmt)
-    native = native_level_for(dz, z_level, slide.levels)
-    if native is not None and frame_aligned(dz, slide.levels[native]):
+    native = plan.native.get(z_level)
+    if native is not None:
         rendered = await service.tile(slide, native, col, row, fmt, timings=timings)
     else:
-        l0, out_size = composed_request(dz, z_level, col, row)
+        l0, out_size = plan.composed(z_level, col, row)
         rendered = await service.render(
             slide, l0, out_size, fmt, key_parts=COMPOSED_KEY, timings=timings
         )
@@ -76,5 +59,5 @@ async def tile(request: Request) -> Response:
 
 routes = [
     Route("/dzi/{slide_id}.dzi", descriptor),
-    Route("/dzi/{slide_id}_files/{level:int}/{name}", tile),
+    Route(DZI_ROUTE, tile),
 ]

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: CORS on every response, gzip for text, request metrics."""
+"""Pure ASGI middleware: access, CORS on every response, gzip for text, request metrics."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from anyio import to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tileserver.http.access import ALLOW_ALL, GRANT_KEY, Authorizer, HeaderRequest, Refusal
 from tileserver.http.metrics import Metrics
 from tileserver.http.stored import CorsPolicy
 
@@ -41,7 +42,7 @@ class CorsMiddleware:
             allow = self.policy.allow(origin)
             await self._preflight(allow, headers.get(b"access-control-request-headers"), send)
             return
-        extra = self.policy.raw_headers(headers.get(b"origin", b""))
+        extra = self.policy.raw_headers(origin)
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -64,6 +65,33 @@ class CorsMiddleware:
             headers.append((b"access-control-allow-origin", allow.encode("latin-1")))
         await send({"type": "http.response.start", "status": 204, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
+
+
+class AccessMiddleware:
+    """The app's side of the one access check (``http/access.py``): a request the
+    stored-tile chain already checked carries its grant; any other is checked here."""
+
+    def __init__(self, app: ASGIApp, authorizer: Authorizer = ALLOW_ALL) -> None:
+        self.app = app
+        self.authorizer = authorizer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and GRANT_KEY not in scope:
+            pairs = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+            verdict = self.authorizer.check(HeaderRequest(scope["method"], scope["path"], pairs))
+            if isinstance(verdict, Refusal):
+                await _refuse(send, verdict)
+                return
+            scope[GRANT_KEY] = verdict
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, refusal: Refusal) -> None:
+    body = refusal.body()
+    headers = [(k.encode(), v.encode("latin-1")) for k, v in refusal.headers()]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class CatchAllMiddleware:

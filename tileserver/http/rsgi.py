@@ -1,11 +1,11 @@
-"""granian's RSGI interface: the tile fast path answered natively, the rest through ASGI.
+"""RSGI front (granian): the stored-tile chain first, then the app through an ASGI bridge.
 
 RSGI hands a request to Python as one scope object and takes the whole response in one
 call (``protocol.response_bytes``), which costs granian far less per request than the
-ASGI message exchange. Tile requests the fast path can answer use it directly; every other
-request is bridged to the full Starlette app as ordinary ASGI (streamed request bodies,
-streamed responses, lifespan at worker start and stop), so both interfaces serve the same
-application.
+ASGI message exchange. The chain's answers (``http/chain.py``) use it directly; every other
+request is bridged to the Starlette app as ordinary ASGI (streamed request bodies, streamed
+responses, the lifespan run by the ``AppLoader`` at worker start and stop), so both server
+fronts serve the same application.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from urllib.parse import quote
 
 from starlette.types import ASGIApp, Message
 
-from tileserver.http.fastpath import FastPath, StoredTileFastPath
-from tileserver.http.lifespan import LifespanDriver
+from tileserver.http.access import GRANT_KEY, Grant
+from tileserver.http.chain import LATER, ChainRequest, StoredTileChain
+from tileserver.http.early import AppLoader
 
 Headers = list[tuple[str, str]]
 _PATH_SAFE = "/:@!$&'()*+,;=~"
@@ -26,7 +27,7 @@ _PATH_SAFE = "/:@!$&'()*+,;=~"
 
 class RSGIHeaders(Protocol):
     def __contains__(self, key: str) -> bool: ...
-    def get(self, key: str, default: str) -> str: ...
+    def get(self, key: str, default: str | None = None) -> str: ...
     def items(self) -> list[tuple[str, str]]: ...
 
 
@@ -55,42 +56,53 @@ class RSGIProtocol(Protocol):
     def response_stream(self, status: int, headers: Headers) -> RSGIStream: ...
 
 
-class RSGIApp:
-    """An RSGI application (granian ``--interface rsgi``) over the ASGI app."""
+class RsgiRequest(ChainRequest):
+    __slots__ = ("_headers",)
 
-    def __init__(self, app: StoredTileFastPath) -> None:
-        self.fast: FastPath = app.fast
-        self.app: ASGIApp = app.app  # the full app: the fast path is not tried twice
-        self._state: dict[str, Any] = {}
-        self._lifespan: LifespanDriver | None = None
+    def __init__(self, scope: RSGIScope) -> None:
+        headers = scope.headers
+        method = scope.method
+        plain = method == "GET" and not scope.query_string and "if-none-match" not in headers
+        super().__init__(method, scope.path, plain, headers.get("origin", ""))
+        self._headers = headers
+
+    def header(self, name: str) -> str | None:
+        return self._headers.get(name)
+
+
+class RsgiFront:
+    """The RSGI application granian runs (``--interface rsgi``)."""
+
+    def __init__(self, chain: StoredTileChain, loader: AppLoader) -> None:
+        self.chain = chain
+        self.loader = loader
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Worker start, before the loop serves: run the app's lifespan startup."""
-        loop.run_until_complete(self.startup())
+        """Worker start: the app is built and started in the background."""
+        self.loader.start(loop)
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.run_until_complete(self.shutdown())
-
-    async def startup(self) -> None:
-        self._lifespan = LifespanDriver(self.app, self._state)
-        await self._lifespan.startup()
-
-    async def shutdown(self) -> None:
-        if self._lifespan is not None:
-            await self._lifespan.shutdown()
+        loop.run_until_complete(self.loader.stop())
 
     async def __rsgi__(self, scope: RSGIScope, protocol: RSGIProtocol) -> None:
         if scope.proto != "http":
             return  # no websockets here; granian closes the connection
-        if scope.method == "GET" and not scope.query_string:
-            headers = scope.headers
-            if "if-none-match" not in headers:
-                found = self.fast.respond(scope.path, headers.get("origin", ""))
-                if found is not None:
-                    answer, response_headers = found
-                    protocol.response_bytes(200, response_headers, answer.data)
-                    return
-        await _Exchange(scope, protocol).run(self.app, self._state)
+        request = RsgiRequest(scope)
+        answer = self.chain.first(request)
+        if answer is LATER:
+            answer = await self.chain.later(request)
+        if answer is not None:
+            headers = self.chain.headers.build(answer, request.origin)
+            protocol.response_bytes(answer.status, headers, answer.body)
+            return
+        app = self.loader.app or await self.loader.wait()
+        if app is None:
+            failure = self.loader.failure()
+            headers = self.chain.headers.build(failure, request.origin)
+            protocol.response_bytes(failure.status, headers, failure.body)
+            return
+        exchange = _Exchange(scope, protocol)
+        await exchange.run(app, self.loader.state, request.grant)
 
 
 class _Exchange:
@@ -107,10 +119,10 @@ class _Exchange:
         self.stream: RSGIStream | None = None
         self.done = False
 
-    async def run(self, app: ASGIApp, state: dict[str, Any]) -> None:
+    async def run(self, app: ASGIApp, state: dict[str, Any], grant: Grant | None) -> None:
         scope = self.scope
         path = scope.path
-        asgi_scope = {
+        asgi_scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
             "http_version": scope.http_version,
@@ -127,6 +139,8 @@ class _Exchange:
             "server": _address(scope.server),
             "state": dict(state),
         }
+        if grant is not None:
+            asgi_scope[GRANT_KEY] = grant
         try:
             await app(asgi_scope, self.receive, self.send)
         finally:

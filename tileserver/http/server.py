@@ -8,11 +8,17 @@ from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from tileserver.errors import UnsupportedError
-from tileserver.settings import Settings
+from tileserver.settings import Settings, served_roots
 
 if TYPE_CHECKING:
-    from tileserver.http.fastpath import StoredTileFastPath
-    from tileserver.http.rsgi import RSGIApp
+    from starlette.types import ASGIApp
+
+    from tileserver.http.asgi import AsgiFront
+    from tileserver.http.chain import StoredTileChain
+    from tileserver.http.early import AppLoader
+    from tileserver.http.rsgi import RsgiFront
+
+    Build = Callable[[], ASGIApp]
 
 
 def run(settings: Settings) -> int:
@@ -68,32 +74,53 @@ SERVERS: dict[str, Callable[[Settings], None]] = {"uvicorn": _uvicorn, "granian"
 
 
 def app_from_env() -> object:
-    """uvicorn's app: early tiles (``http/early.py``) while the app is built."""
-    from tileserver.http.early import EarlyASGI
-
-    settings = Settings.from_env()
-    return EarlyASGI(settings, lambda: full_asgi_app(settings))
+    """uvicorn's app: the stored-tile chain, answering while the app is built."""
+    return asgi_front(Settings.from_env())
 
 
 def rsgi_app_from_env() -> object:
-    """granian's app: early tiles while the app is built, then RSGI over it."""
-    from tileserver.http.early import EarlyRSGI
-
-    settings = Settings.from_env()
-    return EarlyRSGI(settings, lambda: full_rsgi_app(settings))
+    """granian's app: the same chain and app behind the RSGI interface."""
+    return rsgi_front(Settings.from_env())
 
 
-def full_asgi_app(settings: Settings) -> StoredTileFastPath:
-    """The app behind the early path (imports everything: call it in a thread)."""
-    from tileserver.http.app import create_asgi_app
+def asgi_front(settings: Settings, build: Build | None = None) -> AsgiFront:
+    """The served ASGI application over ``build``'s app (default: the full app)."""
+    from tileserver.http.asgi import AsgiFront
 
-    return create_asgi_app(settings)
+    chain, loader = _chain_and_loader(settings, build)
+    return AsgiFront(chain, loader)
 
 
-def full_rsgi_app(settings: Settings) -> RSGIApp:
-    from tileserver.http.rsgi import RSGIApp
+def rsgi_front(settings: Settings, build: Build | None = None) -> RsgiFront:
+    from tileserver.http.rsgi import RsgiFront
 
-    return RSGIApp(full_asgi_app(settings))
+    chain, loader = _chain_and_loader(settings, build)
+    return RsgiFront(chain, loader)
+
+
+def _chain_and_loader(settings: Settings, build: Build | None) -> tuple[StoredTileChain, AppLoader]:
+    """One chain (the access check, early and fast tiles) and the loader of its app."""
+    from tileserver.http.access import load_authorizer
+    from tileserver.http.chain import StoredTileChain
+    from tileserver.http.early import AppLoader, EarlyTiles
+    from tileserver.http.stored import CorsPolicy
+
+    chain = StoredTileChain(CorsPolicy(settings.cors_origins), load_authorizer(settings))
+    chain.early = EarlyTiles(settings.catalog, [str(r) for r in served_roots(settings)])
+    authorizer = chain.authorizer
+
+    def full() -> ASGIApp:  # imports everything: the loader calls it in a thread
+        from tileserver.http.app import create_app
+
+        return create_app(settings, authorizer)
+
+    def ready(app: ASGIApp) -> None:
+        from tileserver.http.fastpath import FastPath
+
+        state = app.state.tileserver  # type: ignore[attr-defined]
+        chain.attach(FastPath(state), state.metrics.observe_request)
+
+    return chain, AppLoader(build or full, ready)
 
 
 def _export(settings: Settings) -> None:

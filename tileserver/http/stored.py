@@ -1,22 +1,23 @@
-"""What a stored-tile response looks like: its URL, ETag, cache and CORS headers.
+"""What a stored-tile response looks like: its URL, ETag, and the one header builder.
 
-Shared by the app's tile route, the fast path and the early path (``http/early.py``),
-which answers before anything heavy is imported: so this module is standard library only.
+Shared by the app's tile routes and the stored-tile chain (``http/chain.py``), which answers
+before anything heavy is imported: so this module is standard library only.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 TILES_ROUTE = "/slides/{slide_id}/tiles/{level:int}/{col:int}/{row:int}"
+DZI_ROUTE = "/dzi/{slide_id}_files/{level:int}/{name}"
 #: A native tile URL with no query: slide id, level, column, row.
 TILE_PATH = re.compile(r"/slides/([^/]+)/tiles/(\d{1,6})/(\d{1,9})/(\d{1,9})", re.ASCII)
+#: A Deep Zoom tile URL: slide id, DZI level, column, row, suffix.
+DZI_PATH = re.compile(r"/dzi/([^/]+)_files/(\d{1,6})/(\d{1,9})_(\d{1,9})\.(\w+)", re.ASCII)
 TILE_CACHE_CONTROL = "public, max-age=86400"
 EXPOSED_HEADERS = "ETag, Server-Timing, Link, Content-Type, Content-Length, Location"
-_RAW_CACHE_CONTROL = TILE_CACHE_CONTROL.encode()
-_EARLY = ';desc="early"'
-_RAW_EARLY = _EARLY.encode()
+JSON = "application/json"
 
 Headers = list[tuple[str, str]]
 RawHeaders = list[tuple[bytes, bytes]]
@@ -33,9 +34,10 @@ class PlaneAddress(Protocol):
 def tile_etag(
     version: str, level: int, col: int, row: int, plane: PlaneAddress, fmt: str | None
 ) -> str:
-    """ETag of a tile of the native API: the slide's content version and the tile's address
-    (no hashing: every tile request computes one)."""
-    return f'"{version}-t{level}-{col}-{row}-{plane.focal_plane}-{plane.optical_path}-{fmt}"'
+    """ETag of a tile of the native API: the slide's content version and the tile's address,
+    and the format when one was asked for (no hashing: every tile request computes one)."""
+    address = f"{version}-t{level}-{col}-{row}-{plane.focal_plane}-{plane.optical_path}"
+    return f'"{address}-{fmt}"' if fmt else f'"{address}"'
 
 
 def dzi_etag(version: str, level: int, col: int, row: int, fmt: str) -> str:
@@ -43,29 +45,31 @@ def dzi_etag(version: str, level: int, col: int, row: int, fmt: str) -> str:
     return f'"{version}-z{level}-{col}-{row}-{fmt}"'
 
 
-def scan_headers(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bool]:
-    """An ASGI request's Origin ("" without one) and whether it has ``If-None-Match``."""
-    origin, conditional = b"", False
-    for name, value in headers:
-        if name == b"origin":
-            origin = value
-        elif name == b"if-none-match":
-            conditional = True
-    return origin, conditional
+class Answer(NamedTuple):
+    """A complete response the chain sends without the app: a tile, a probe, a refusal."""
+
+    status: int
+    body: bytes
+    media_type: str
+    etag: str | None = None  # set for tiles: they get the tile headers
+    seconds: float = 0.0  # the read, for Server-Timing
+    route: str = ""  # route template, for metrics ("" is not counted)
+    early: bool = False  # read by the early path (``http/early.py``)
+    extra: tuple[tuple[str, str], ...] = ()
 
 
 class CorsPolicy:
     """Which origins may read responses, and the headers that say so; shared by
-    ``CorsMiddleware`` and the paths that answer before the middleware runs."""
+    ``CorsMiddleware`` and the chain, which answers before the middleware runs."""
 
     def __init__(self, origins: str = "*") -> None:
         self.origins = [o.strip() for o in origins.split(",") if o.strip()] or ["*"]
         self.any = "*" in self.origins
-        self._any_headers = [
+        self.any_headers: Headers = [
             ("access-control-allow-origin", "*"),
             ("access-control-expose-headers", EXPOSED_HEADERS),
         ]
-        self._any_raw = [(k.encode(), v.encode()) for k, v in self._any_headers]
+        self._any_raw = _encode(self.any_headers)
 
     def allow(self, origin: str) -> str | None:
         """The ``Access-Control-Allow-Origin`` value for a request's Origin, or None."""
@@ -76,53 +80,56 @@ class CorsPolicy:
     def headers(self, origin: str) -> Headers:
         """CORS headers of a response to a request from ``origin`` ("" without one)."""
         if self.any:
-            return self._any_headers
+            return self.any_headers
         allow = self.allow(origin)
-        exposed = [] if allow is None else self._any_headers[1:]
+        exposed = [] if allow is None else self.any_headers[1:]
         granted = [] if allow is None else [("access-control-allow-origin", allow)]
         # The answer depends on Origin: tell caches, also when the request had none.
         return [*granted, *exposed, ("vary", "Origin")]
 
-    def raw_headers(self, origin: bytes) -> RawHeaders:
+    def raw_headers(self, origin: str) -> RawHeaders:
         """``headers`` as ASGI wants them (encoded once when any origin is allowed)."""
         if self.any:
             return self._any_raw
+        return _encode(self.headers(origin))
+
+
+def _encode(headers: Headers) -> RawHeaders:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+class ResponseHeaders:
+    """The headers of every ``Answer``, as RSGI (``str``) or ASGI (``bytes``) wants them;
+    what never changes is encoded once."""
+
+    def __init__(self, cors: CorsPolicy) -> None:
+        self.cors = cors
+        self._fixed: Headers = [("cache-control", TILE_CACHE_CONTROL)]
+        if cors.any:
+            self._fixed += cors.any_headers
+        self._fixed_raw = _encode(self._fixed)
+
+    def build(self, answer: Answer, origin: str) -> Headers:
+        """RSGI's form (granian adds content-length)."""
+        if answer.etag is None:
+            return [("content-type", answer.media_type), *answer.extra, *self.cors.headers(origin)]
+        varying = self._varying(answer)
+        return varying + self._fixed if self.cors.any else varying + self._cors_tile(origin)
+
+    def build_raw(self, answer: Answer, origin: str) -> RawHeaders:
+        """ASGI's form, content-length included."""
+        length = (b"content-length", b"%d" % len(answer.body))
+        if answer.etag is None or not self.cors.any:
+            return [*_encode(self.build(answer, origin)), length]
+        return [*_encode(self._varying(answer)), *self._fixed_raw, length]
+
+    def _varying(self, answer: Answer) -> Headers:
+        timing = f"read;dur={answer.seconds * 1000:.2f}"
         return [
-            (k.encode(), v.encode("latin-1")) for k, v in self.headers(origin.decode("latin-1"))
+            ("content-type", answer.media_type),
+            ("etag", answer.etag or ""),
+            ("server-timing", timing + ';desc="early"' if answer.early else timing),
         ]
 
-
-def tile_headers(
-    cors: CorsPolicy, origin: str, media_type: str, etag: str, seconds: float, early: bool = False
-) -> Headers:
-    """Headers of a 200 tile answered before the app's middleware (RSGI's form); ``early``
-    marks the read as the early path's (``http/early.py``) in ``Server-Timing``."""
-    timing = f"read;dur={seconds * 1000:.2f}" + (_EARLY if early else "")
-    return [
-        ("content-type", media_type),
-        ("etag", etag),
-        ("cache-control", TILE_CACHE_CONTROL),
-        ("server-timing", timing),
-        *cors.headers(origin),
-    ]
-
-
-def raw_tile_headers(
-    cors: CorsPolicy,
-    origin: bytes,
-    media_type: str,
-    etag: str,
-    seconds: float,
-    length: int,
-    early: bool = False,
-) -> RawHeaders:
-    """``tile_headers`` as ASGI wants them, content-length included."""
-    timing = b"read;dur=%.2f" % (seconds * 1000) + (_RAW_EARLY if early else b"")
-    return [
-        (b"content-type", media_type.encode()),
-        (b"etag", etag.encode()),
-        (b"cache-control", _RAW_CACHE_CONTROL),
-        (b"server-timing", timing),
-        *cors.raw_headers(origin),
-        (b"content-length", b"%d" % length),
-    ]
+    def _cors_tile(self, origin: str) -> Headers:
+        return [self._fixed[0], *self.cors.headers(origin)]

@@ -1,25 +1,26 @@
-"""DICOM WSI backend: two array lookups and one ``os.pread`` per tile.
+"""DICOM WSI reader: two array lookups and one source read per tile.
 
-``os.pread`` takes the offset with each call, so threads share file descriptors without a
-shared cursor or a lock around reads.
+Reads go through each file's ``ByteSource`` (``readers/source.py``), which takes the offset
+with every read, so threads share sources without a cursor or a lock around reads.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from tileserver.dicom.pixeldata import strip_item_headers
 from tileserver.dicom.series import LEVEL_FRAME_DTYPE, FrameGrid, SeriesLayout
-from tileserver.errors import CorruptSlideError, NotFoundError, TileAbsentError
+from tileserver.errors import NotFoundError, SlideChangedError, TileAbsentError
 from tileserver.formats import EncodedTile, transfer_syntax
+from tileserver.geometry import Size
 from tileserver.readers.base import ReaderLevel
-from tileserver.readers.locator import Identity, LocatedFile, LocatedLevel, TileLocator
-from tileserver.readers.pageread import FRAME_ROW, close_all, nowait_available, read_nowait
+from tileserver.readers.coalesce import Span, plan_reads
+from tileserver.readers.locator import FRAME_ROW, LocatedFile, LocatedLevel, TileLocator
+from tileserver.readers.source import ByteSource, SourceIdentity, local_identity, open_source
 
 assert FRAME_ROW.size == LEVEL_FRAME_DTYPE.itemsize
 
@@ -28,16 +29,20 @@ class DicomReader:
     """Reads tiles of one assembled DICOM series."""
 
     def __init__(
-        self, layout: SeriesLayout, on_changed: Callable[[str], None] | None = None
+        self,
+        layout: SeriesLayout,
+        identities: Mapping[str, SourceIdentity] | None = None,
+        on_changed: Callable[[str], None] | None = None,
     ) -> None:
+        """``identities``: each file's source as indexed (a read checks it still is);
+        without them, local files as they are now."""
         self.layout = layout
-        #: (size, mtime_ns) each file had when indexed; a read checks it still does.
-        self._identity = {i.path: (i.file_size, i.mtime_ns) for i in layout.instances}
+        if identities is None:
+            identities = {i.path: local_identity(i.path) for i in layout.instances}
+        self._identity = {i.path: identities[i.path] for i in layout.instances}
         self._on_changed = on_changed
-        self._levels = [ReaderLevel(g.size, g.tile_size, len(g.frames)) for g in layout.levels]
-        self._associated = {
-            n: ReaderLevel(g.size, g.tile_size, len(g.frames)) for n, g in layout.associated.items()
-        }
+        self._levels = [_reader_level(g) for g in layout.levels]
+        self._associated = {n: _reader_level(g) for n, g in layout.associated.items()}
         # Plane and path indexes are the slide's (level 0's); each level maps them by value.
         self._planes = [_plane_map(self.focal_planes, g.focal_planes) for g in layout.levels]
         self._paths = [_path_map(self.optical_paths, g.optical_paths) for g in layout.levels]
@@ -48,11 +53,8 @@ class DicomReader:
             id(g): np.ascontiguousarray(g.frames).view(np.uint8).data
             for g in (*layout.levels, *layout.associated.values())
         }
-        self._fds: dict[str, int] = {}
+        self._sources: dict[str, ByteSource] = {}
         self._open_lock = threading.Lock()
-        # Descriptors close when the last reference goes, never under an in-flight read
-        # (a closed descriptor number can be reused by another file).
-        weakref.finalize(self, close_all, self._fds)
 
     @property
     def levels(self) -> Sequence[ReaderLevel]:
@@ -87,7 +89,7 @@ class DicomReader:
 
     @property
     def size_bytes(self) -> int:
-        return sum(i.file_size for i in self.layout.instances)
+        return sum(i.size for i in self._identity.values())
 
     def read_tile(
         self, level: int, col: int, row: int, focal_plane: int = 0, optical_path: int = 0
@@ -121,56 +123,32 @@ class DicomReader:
             raise TileAbsentError(f"tile ({col}, {row}) of the {name} image is not stored")
         return self._read_frame(grid, frame)
 
-    def read_frame(self, grid: FrameGrid, frame: int) -> EncodedTile:
-        """Bytes of one frame by its number within ``grid``, one of this layout's grids."""
-        return self._read_frame(grid, frame)
-
-    def read_instance_frame(self, sop_instance_uid: str, number: int) -> EncodedTile:
-        """Frame ``number`` (1-based, as in DICOM) of one instance, stored bytes joined."""
-        for grid in (*self.layout.levels, *self.layout.associated.values()):
-            for file_index, header in enumerate(grid.headers):
-                if header.sop_instance_uid != sop_instance_uid:
-                    continue
-                first = int(np.searchsorted(grid.frames["file"], file_index))
-                count = int(np.count_nonzero(grid.frames["file"] == file_index))
-                if not 1 <= number <= count:
-                    raise NotFoundError(f"frame {number} outside 1..{count}")
-                return self._read_frame(grid, first + number - 1)
-        raise NotFoundError(f"no instance {sop_instance_uid} in this series")
-
     def read_tile_if_cached(
         self, level: int, col: int, row: int, focal_plane: int = 0, optical_path: int = 0
     ) -> EncodedTile | None:
-        """The tile when its bytes are in the page cache (``RWF_NOWAIT``: never waits on the
-        disk, so an event loop may call it), else None: read it in a thread instead.
+        """The tile when its source can answer without waiting (a local file's page
+        cache), else None: read it in a thread instead.
 
         The stored-tile hot path: a tile-map and a frame-row lookup on memoryviews (no
         numpy scalars, which cost microseconds each under load: "CPU per stored tile" in
-        docs/benchmarks.md), an ``fstat`` and one read. Addresses must be checked by the
+        docs/benchmarks.md) and one ``read_if_cached``. Addresses must be checked by the
         caller; out of range raises ``IndexError``, a missing optical path ``NotFoundError``.
         """
-        if not nowait_available():
-            return None
         frame = self.frame_number(level, col, row, focal_plane, optical_path)
         if frame is None:
             return None
         grid = self.layout.levels[level]
         file_index, offset, length, fragments = self._row(grid, frame)
-        file = grid.files[file_index]
-        fd = self._fds.get(file)
-        if fd is None or fragments > 1:
-            return None  # opening may wait on the disk; fragments are joined in a thread
-        try:
-            self._check_unchanged(fd, file)
-            data = read_nowait(fd, length, offset)
-        except BlockingIOError:
+        source = self._sources.get(grid.files[file_index])
+        if source is None or fragments > 1:
+            return None  # opening may wait; fragments are joined in a thread
+        data = source.read_if_cached(offset, length)
+        if data is None:
             return None
-        except OSError:
-            return None  # the thread read reports it
         header = grid.headers[file_index]
         return EncodedTile(data, header.transfer_syntax, header.pixel_format)
 
-    def tile_locator(self, version: str, series: Sequence[Identity]) -> TileLocator:
+    def tile_locator(self, version: str, series: Sequence[SourceIdentity]) -> TileLocator:
         """The stored tiles of the slide's first focal plane and optical path, for the
         catalog (``readers/locator.py``); a level without that optical path is empty.
         ``series``: the files ``version`` was made from."""
@@ -185,9 +163,8 @@ class DicomReader:
             for name, header in zip(grid.files, grid.headers, strict=True):
                 if name not in files:
                     files[name] = len(located)
-                    size, mtime_ns = self._identity[name]
                     media_type = transfer_syntax(header.transfer_syntax).media_type
-                    located.append(LocatedFile(name, size, mtime_ns, media_type))
+                    located.append(LocatedFile(self._identity[name], media_type))
             numbers = np.asarray([files[name] for name in grid.files], dtype=np.uint16)
             frames = grid.tile_map[path, plane]
             table = grid.frames[np.maximum(frames, 0)]  # a copy: rows in tile order
@@ -203,77 +180,124 @@ class DicomReader:
         )
         return row
 
+    def read_frame(self, grid: FrameGrid, frame: int) -> EncodedTile:
+        """Bytes of one frame by its number within ``grid``, one of this layout's grids."""
+        return self._read_frame(grid, frame)
+
     def _read_frame(self, grid: FrameGrid, frame: int) -> EncodedTile:
         file_index, offset, length, fragments = self._row(grid, frame)
         path = grid.files[file_index]
-        try:
-            fd = self._fd(path)
-            self._check_unchanged(fd, path)
-            if fragments > 1:
-                # The span starts 8 bytes early so the first item header is included.
-                span = os.pread(fd, length + 8, offset - 8)
-                data = strip_item_headers(span) if len(span) == length + 8 else b""
-            else:
-                data = os.pread(fd, length, offset)
-                if len(data) != length:
-                    data = b""
-        except OSError as exc:
-            raise CorruptSlideError(f"{grid.files[file_index]}: {exc.strerror or exc}") from exc
-        if not data:
-            raise CorruptSlideError(f"{grid.files[file_index]} is shorter than its index")
+        if fragments > 1:
+            # The span starts 8 bytes early so the first item header is included.
+            data = strip_item_headers(self._read(path, offset - 8, length + 8))
+        else:
+            data = self._read(path, offset, length)
         header = grid.headers[file_index]
         return EncodedTile(data, header.transfer_syntax, header.pixel_format)
 
-    def changed_files(self) -> list[str]:
-        """Files whose size or mtime differ from when they were indexed, or that are gone
-        (an ``fstat`` of open descriptors, a ``stat`` of the others: no reads)."""
-        with self._open_lock:
-            opened = dict(self._fds)
-        changed = []
-        for path, identity in self._identity.items():
-            try:
-                stat = os.fstat(opened[path]) if path in opened else os.stat(path)
-            except OSError:
-                changed.append(path)
-                continue
-            if (stat.st_size, stat.st_mtime_ns) != identity:
-                changed.append(path)
-        return changed
+    def read_tiles(
+        self, level: int, tiles: Sequence[tuple[int, int]], focal_plane: int, optical_path: int
+    ) -> list[EncodedTile | None]:
+        """Stored bytes of each ``(col, row)`` (None: absent), adjacent frames in one read
+        (``readers/coalesce.py``). Addresses must be valid (checked by the caller)."""
+        grid = self.layout.levels[level]
+        stored = [
+            (index, frame)
+            for index, (col, row) in enumerate(tiles)
+            if (frame := self.frame_number(level, col, row, focal_plane, optical_path)) is not None
+        ]
+        spans = [_frame_span(*self._row(grid, frame)) for _, frame in stored]
+        out: list[EncodedTile | None] = [None] * len(tiles)
+        for run in plan_reads(spans):
+            data = self._read(grid.files[run.file], run.offset, run.length)
+            header = grid.headers[run.file]
+            for member in run.members:
+                span, fragments = spans[member], self._row(grid, stored[member][1])[3]
+                part = data[span.offset - run.offset : span.end - run.offset]
+                payload = strip_item_headers(part) if fragments > 1 else part
+                out[stored[member][0]] = EncodedTile(
+                    payload, header.transfer_syntax, header.pixel_format
+                )
+        return out
 
-    def file_descriptor(self, path: str) -> int:
-        """A shared read-only descriptor of one of the series' files (``os.pread`` only;
-        never close it), after checking the file is still as indexed.
+    def check_plane(self, level: int, focal_plane: int, optical_path: int) -> None:
+        self.frame_number(level, 0, 0, focal_plane, optical_path)
 
-        ``CorruptSlideError`` when it changed (``on_changed`` is told) or cannot be opened.
-        """
+    def instance_frames(self, sop_instance_uid: str) -> DicomInstanceFrames:
+        for number, grid in enumerate((*self.layout.levels, *self.layout.associated.values())):
+            for file_index, header in enumerate(grid.headers):
+                if header.sop_instance_uid == sop_instance_uid:
+                    files = grid.frames["file"]
+                    first = int(np.searchsorted(files, file_index))
+                    count = int(np.searchsorted(files, file_index, side="right")) - first
+                    level = number if number < len(self.layout.levels) else None
+                    name = next((n for n, g in self.layout.associated.items() if g is grid), None)
+                    return DicomInstanceFrames(self, grid, first, count, level, name)
+        raise NotFoundError(
+            f"instance {sop_instance_uid} is not part of its series' pyramid (see validation)"
+        )
+
+    def changed_sources(self) -> list[str]:
+        """Files whose identity differs from when they were indexed, or that are gone
+        (no reads)."""
+        return [path for path in self._identity if self._source(path).changed()]
+
+    def _read(self, path: str, offset: int, length: int) -> bytes:
         try:
-            fd = self._fd(path)
-            self._check_unchanged(fd, path)
-        except OSError as exc:
-            raise CorruptSlideError(f"{path}: {exc.strerror or exc}") from exc
-        return fd
-
-    def _check_unchanged(self, fd: int, path: str) -> None:
-        """Offsets are only valid for the file as indexed: refuse to read a rewritten one."""
-        stat = os.fstat(fd)
-        if (stat.st_size, stat.st_mtime_ns) != self._identity.get(path, (-1, -1)):
+            return self._source(path).read(offset, length)
+        except SlideChangedError:
             if self._on_changed is not None:
                 self._on_changed(path)
-            raise CorruptSlideError(f"{path} changed since it was indexed; re-indexing")
+            raise
 
-    def _fd(self, path: str) -> int:
-        fd = self._fds.get(path)
-        if fd is None:
+    def _source(self, path: str) -> ByteSource:
+        source = self._sources.get(path)
+        if source is None:
             with self._open_lock:
-                fd = self._fds.get(path)
-                if fd is None:
-                    fd = self._fds[path] = os.open(path, os.O_RDONLY)
-        return fd
+                source = self._sources.get(path)
+                if source is None:
+                    source = self._sources[path] = open_source(self._identity[path])
+        return source
 
     def close(self) -> None:
-        """Close descriptors now; only for owners sure no read is in flight."""
+        """Close sources now; only for owners sure no read is in flight."""
         with self._open_lock:
-            close_all(self._fds)
+            for source in self._sources.values():
+                source.close()
+            self._sources.clear()
+
+
+@dataclass(frozen=True)
+class DicomInstanceFrames:
+    """One instance's frames: ``count`` consecutive frames of ``grid`` from ``first``."""
+
+    reader: DicomReader
+    grid: FrameGrid
+    first: int
+    count: int
+    level_index: int | None
+    associated: str | None
+
+    @property
+    def size(self) -> Size:
+        return self.grid.size
+
+    def read(self, number: int) -> EncodedTile:
+        if not 1 <= number <= self.count:
+            raise NotFoundError(f"frame {number} outside 1..{self.count}")
+        return self.reader._read_frame(self.grid, self.first + number - 1)
+
+
+def _reader_level(grid: FrameGrid) -> ReaderLevel:
+    media_type = transfer_syntax(grid.headers[0].transfer_syntax).media_type
+    return ReaderLevel(grid.size, grid.tile_size, len(grid.frames), media_type)
+
+
+def _frame_span(file_index: int, offset: int, length: int, fragments: int) -> Span:
+    if fragments > 1:
+        # Item headers between fragments are inside the span; include the first one too.
+        return Span(file_index, offset - 8, length + 8)
+    return Span(file_index, offset, length)
 
 
 def _plane_map(slide_planes: Sequence[float], level_planes: Sequence[float]) -> list[int]:

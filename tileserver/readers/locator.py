@@ -2,37 +2,36 @@
 the standard library alone: the early tile path (``http/early.py``) serves stored tiles
 from it while the rest of the app (numpy, Pillow, pydicom, Starlette) is still loading.
 
-A locator belongs to one version of a slide: it lists the identity (path, size, mtime_ns) of
-every file of the series the version was made from, so a reader can tell, without hashing,
-whether the catalog still describes the same files. It covers the slide's first focal plane
-and optical path, what a tile URL without a query asks for: per level, the grid and one
-packed frame row per tile, row-major (``FRAME_ROW``; length 0 for a tile not stored), whose
-file indexes point into one list of files, each with the identity it had when indexed and
-its frames' media type.
+A locator belongs to one version of a slide: it lists the identity of every source of the
+slide the version was made from, so a reader can tell, without hashing, whether the catalog
+still describes the same sources. It covers the slide's first focal plane and optical path,
+what a tile URL without a query asks for: per level, the grid and one packed frame row per
+tile, row-major (``FRAME_ROW``; length 0 for a tile not stored), whose file indexes point
+into one list of sources, each with its identity and its frames' media type. Reads go
+through the sources' own ``ByteSource`` (``readers/source.py``).
 """
 
 from __future__ import annotations
 
 import json
-import os
+import struct
 import threading
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tileserver.readers.pageread import FRAME_ROW, close_all
+from tileserver.errors import SlideError
+from tileserver.readers.source import ByteSource, SourceIdentity, open_source
 
+#: One frame row, as the DICOM reader's frame tables pack it: file index, offset, length,
+#: fragments.
+FRAME_ROW = struct.Struct("<HQQI")
 #: Changes with what ``encode`` writes.
-FORMAT = 1
-#: A file's (path, size, mtime_ns): what a slide's version is made from.
-Identity = tuple[str, int, int]
+FORMAT = 2
 
 
 @dataclass(frozen=True)
 class LocatedFile:
-    path: str
-    size: int
-    mtime_ns: int
+    identity: SourceIdentity
     media_type: str
 
 
@@ -43,13 +42,18 @@ class LocatedLevel:
     table: bytes  # cols * rows packed FRAME_ROWs
 
 
+def _identity(fields: Sequence[object]) -> SourceIdentity:
+    uri, size, tag = fields
+    return SourceIdentity(str(uri), int(size), str(tag))  # type: ignore[call-overload]
+
+
 class TileLocator:
-    """One slide version's stored tiles: (level, col, row) to file, offset and length."""
+    """One slide version's stored tiles: (level, col, row) to source, offset and length."""
 
     def __init__(
         self,
         version: str,
-        series: Sequence[Identity],
+        series: Sequence[SourceIdentity],
         files: Sequence[LocatedFile],
         levels: Sequence[LocatedLevel],
     ) -> None:
@@ -57,21 +61,19 @@ class TileLocator:
             if len(level.table) != level.cols * level.rows * FRAME_ROW.size:
                 raise ValueError("a level's table does not match its grid")
         self.version = version
-        self.series = sorted(series)  # every file of the series the version was made from
+        self.series = sorted(series)  # every source the version was made from
         self.files = list(files)
         self.levels = list(levels)
-        self._fds: dict[int, int] = {}
+        self._sources: dict[int, ByteSource] = {}
         self._lock = threading.Lock()
-        # Descriptors close when the last reference goes, never under an in-flight read.
-        weakref.finalize(self, close_all, self._fds)
 
     def encode(self) -> tuple[bytes, bytes]:
         """(JSON description, the levels' tables back to back): two catalog columns."""
         meta = {
             "format": FORMAT,
             "version": self.version,
-            "series": [list(identity) for identity in self.series],
-            "files": [[f.path, f.size, f.mtime_ns, f.media_type] for f in self.files],
+            "series": [[i.uri, i.size, i.tag] for i in self.series],
+            "files": [[*_fields(f.identity), f.media_type] for f in self.files],
             "levels": [[level.cols, level.rows] for level in self.levels],
         }
         return json.dumps(meta).encode(), b"".join(level.table for level in self.levels)
@@ -83,15 +85,15 @@ class TileLocator:
             fields = json.loads(meta)
             if fields["format"] != FORMAT:
                 raise ValueError(f"format {fields['format']}, not {FORMAT}")
-            files = [LocatedFile(str(p), int(s), int(m), str(t)) for p, s, m, t in fields["files"]]
+            files = [LocatedFile(_identity(f[:3]), str(f[3])) for f in fields["files"]]
             levels, start = [], 0
             for cols, rows in fields["levels"]:
                 end = start + int(cols) * int(rows) * FRAME_ROW.size
                 levels.append(LocatedLevel(int(cols), int(rows), tables[start:end]))
                 start = end
             version = str(fields["version"])
-            series = [(str(p), int(s), int(m)) for p, s, m in fields["series"]]
-        except (KeyError, TypeError, ValueError) as exc:
+            series = [_identity(i) for i in fields["series"]]
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ValueError(f"not a tile locator: {exc}") from exc
         if start != len(tables):
             raise ValueError("tile locator tables do not match its levels")
@@ -113,26 +115,26 @@ class TileLocator:
         return file, offset, length
 
     def read(self, level: int, col: int, row: int) -> tuple[bytes, str] | None:
-        """A stored tile's bytes and media type, from its file as indexed; None when the
-        locator has no such tile or the file changed since (blocking: call it in a thread)."""
+        """A stored tile's bytes and media type, from its source as indexed; None when the
+        locator has no such tile or the source changed since (blocking: call it in a
+        thread)."""
         found = self.span(level, col, row)
         if found is None:
             return None
         file, offset, length = found
-        located = self.files[file]
         try:
-            fd = self._fd(file)
-            stat = os.fstat(fd)
-            if (stat.st_size, stat.st_mtime_ns) != (located.size, located.mtime_ns):
-                return None
-            data = os.pread(fd, length, offset)
-        except OSError:
-            return None  # the full app reports it
-        return (data, located.media_type) if len(data) == length else None
+            data = self._source(file).read(offset, length)
+        except SlideError:
+            return None  # changed or short: the full app reports it
+        return data, self.files[file].media_type
 
-    def _fd(self, file: int) -> int:
+    def _source(self, file: int) -> ByteSource:
         with self._lock:
-            fd = self._fds.get(file)
-            if fd is None:
-                fd = self._fds[file] = os.open(self.files[file].path, os.O_RDONLY)
-            return fd
+            source = self._sources.get(file)
+            if source is None:
+                source = self._sources[file] = open_source(self.files[file].identity)
+            return source
+
+
+def _fields(identity: SourceIdentity) -> list[object]:
+    return [identity.uri, identity.size, identity.tag]

@@ -8,16 +8,19 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tileserver.catalog.roots import under_root
 from tileserver.catalog.store import Catalog, FileRecord
-from tileserver.dicom.instance import IndexedInstance, index_instance
 from tileserver.errors import TileServerError
+from tileserver.readers.base import IndexedFile
+from tileserver.readers.registry import probe
+from tileserver.readers.source import SourceIdentity, current_identity, open_source
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ScanReport:
-    indexed: list[IndexedInstance] = field(default_factory=list)
+    indexed: list[tuple[str, IndexedFile]] = field(default_factory=list)  # (uri, record)
     unchanged: int = 0
     removed: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), new ones
@@ -51,13 +54,13 @@ def scan(
     report = ScanReport()
     known = catalog.files()
     series_of = {f.path: s for s, files in catalog.series_files().items() for f in files}
-    seen: set[str] = set()
     for root in roots:
         root_path = Path(root).resolve()
         if not root_path.exists():
             # An unmounted or mistyped root must not drop everything indexed under it.
             log.warning("slide root %s does not exist; its catalog entries are kept", root_path)
             continue
+        seen: set[str] = set()
         for path in iter_files(root_path):
             if should_stop is not None and should_stop():
                 return report
@@ -65,8 +68,9 @@ def scan(
             seen.add(key)
             if progress is not None:
                 progress(path)
-            _scan_file(catalog, str(root_path), path, known.get(key), series_of, report)
-        gone = [p for p, rec in known.items() if rec.root == str(root_path) and p not in seen]
+            _scan_file(catalog, str(root_path), key, known.get(key), series_of, report)
+        # Whatever the catalog has under this root, whichever root first found it.
+        gone = [p for p in known if under_root(p, str(root_path)) and p not in seen]
         report.changed_series.update(series_of[p] for p in gone if p in series_of)
         catalog.remove(gone)
         report.removed.extend(gone)
@@ -76,52 +80,63 @@ def scan(
 def _scan_file(
     catalog: Catalog,
     root: str,
-    path: Path,
+    uri: str,
     known: FileRecord | None,
     series_of: dict[str, str],
     report: ScanReport,
 ) -> None:
     try:
-        stat = path.stat()
+        identity = current_identity(uri)
     except OSError as exc:
-        report.skipped.append((str(path), f"cannot stat: {exc.strerror}"))
+        report.skipped.append((uri, f"cannot stat: {exc.strerror}"))
         return
-    if known is not None and (known.size, known.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+    if known is not None and known.identity == identity:
         report.unchanged += 1
         return
-    if str(path) in series_of:
-        report.changed_series.add(series_of[str(path)])
+    if uri in series_of:
+        report.changed_series.add(series_of[uri])
     try:
-        inst = index_instance(path)
+        name, indexed = index_source(identity)
     except TileServerError as exc:
-        _skip(catalog, root, path, stat, str(exc), report)
+        _skip(catalog, root, identity, str(exc), report)
         return
     except OSError as exc:
-        _skip(catalog, root, path, stat, f"cannot read: {exc.strerror or exc}", report)
+        _skip(catalog, root, identity, f"cannot read: {exc.strerror or exc}", report)
         return
     except Exception as exc:  # a parser bug must not stop the scan of every other slide
-        log.exception("unexpected error indexing %s", path)
-        _skip(catalog, root, path, stat, f"internal error: {type(exc).__name__}: {exc}", report)
+        log.exception("unexpected error indexing %s", uri)
+        _skip(catalog, root, identity, f"internal error: {type(exc).__name__}: {exc}", report)
         return
-    catalog.put_instance(root, inst)
-    report.indexed.append(inst)
-    report.changed_series.add(inst.header.series_uid)
+    catalog.put_indexed(root, identity, name, indexed)
+    report.indexed.append((uri, indexed))
+    report.changed_series.add(indexed.slide_id)
+
+
+def index_source(identity: SourceIdentity) -> tuple[str, IndexedFile]:
+    """The backend that recognises the source, and what it indexed; a ``SlideError`` (or
+    ``OSError``) saying why it cannot be served."""
+    source = open_source(identity)
+    try:
+        backend = probe(source)
+        return backend.name, backend.index(source)
+    finally:
+        source.close()
 
 
 def _skip(
-    catalog: Catalog, root: str, path: Path, stat: os.stat_result, reason: str, report: ScanReport
+    catalog: Catalog, root: str, identity: SourceIdentity, reason: str, report: ScanReport
 ) -> None:
-    catalog.put_skipped(root, str(path), stat.st_size, stat.st_mtime_ns, reason)
-    report.skipped.append((str(path), reason))
+    catalog.put_skipped(root, identity, reason)
+    report.skipped.append((identity.uri, reason))
 
 
 def rescan_file(catalog: Catalog, root: str, path: str) -> ScanReport:
-    """Bring one file's catalog entry up to date (after a read found it changed)."""
+    """Bring one source's catalog entry up to date (after a read found it changed)."""
     report = ScanReport()
     known = catalog.files().get(path)
     if not Path(path).exists():
         catalog.remove([path])
         report.removed.append(path)
         return report
-    _scan_file(catalog, root, Path(path), known, {}, report)
+    _scan_file(catalog, root, path, known, {}, report)
     return report

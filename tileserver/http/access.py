@@ -1,0 +1,102 @@
+"""The one access check: an ``Authorizer`` sees every request once, before any byte is read.
+
+The stored-tile chain (``http/chain.py``) asks it for every request that reaches the server,
+on uvicorn and granian, while the app loads and after; a request it passes on to the app
+carries the grant in its scope (``GRANT_KEY``), and the app's ``AccessMiddleware`` asks only
+for requests that came another way. The default allows everything; ``--authorizer
+module:factory`` (env ``TILESERVER_AUTHORIZER``) plugs another in: ``factory(settings)``
+returns it. Standard library only: the early path imports this before the app.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from tileserver.settings import Settings
+
+#: The ASGI scope key under which a request carries the grant the chain gave it.
+GRANT_KEY = "tileserver.grant"
+
+
+class AccessRequest(Protocol):
+    """What an authorizer may look at: method, path, and headers by lower-case name."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+    def header(self, name: str) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Who made a request and what they may do (fronts read it for finer rules)."""
+
+    principal: str = "anonymous"
+    role: str = "admin"
+    #: Study Instance UIDs the principal may see (None: all).
+    studies: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A request the authorizer turns away: 401 (no or bad credentials) or 403."""
+
+    status: int
+    reason: str
+    challenge: str | None = None  # the WWW-Authenticate value of a 401
+
+    def body(self) -> bytes:
+        return json.dumps({"error": self.reason}).encode()
+
+    def headers(self) -> list[tuple[str, str]]:
+        extra = [("www-authenticate", self.challenge)] if self.challenge else []
+        return [("content-type", "application/json"), *extra]
+
+
+class Authorizer(Protocol):
+    def check(self, request: AccessRequest) -> Grant | Refusal: ...
+
+
+ANONYMOUS = Grant()
+
+
+class AllowAll:
+    """The default: every request is served, as the anonymous principal."""
+
+    def check(self, request: AccessRequest) -> Grant | Refusal:
+        return ANONYMOUS
+
+
+ALLOW_ALL = AllowAll()
+
+
+def load_authorizer(settings: Settings) -> Authorizer:
+    """The authorizer ``settings.authorizer`` names ("module:factory"), else ``ALLOW_ALL``."""
+    spec = settings.authorizer
+    if not spec:
+        return ALLOW_ALL
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"--authorizer takes module:factory, not {spec!r}")
+    factory = getattr(importlib.import_module(module), name)
+    authorizer: Authorizer = factory(settings)
+    return authorizer
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRequest:
+    """An ``AccessRequest`` over a list of (lower-case name, value) pairs."""
+
+    method: str
+    path: str
+    pairs: tuple[tuple[str, str], ...]
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.pairs if k == name), None)

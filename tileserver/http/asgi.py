@@ -1,0 +1,85 @@
+"""ASGI front (uvicorn): the stored-tile chain first, then the app once it has started.
+
+A thin adapter: it reads what the chain needs from the scope, sends the chain's answers,
+and hands everything else (with the grant the chain gave it) to the app, which an
+``AppLoader`` builds in a worker thread while the chain answers early requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.types import Receive, Scope, Send
+
+from tileserver.http.access import GRANT_KEY
+from tileserver.http.chain import LATER, ChainRequest, StoredTileChain
+from tileserver.http.early import AppLoader
+from tileserver.http.stored import Answer
+
+
+class AsgiRequest(ChainRequest):
+    __slots__ = ("_headers",)
+
+    def __init__(self, scope: Scope) -> None:
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        origin, conditional = b"", False
+        for name, value in headers:
+            if name == b"origin":
+                origin = value
+            elif name == b"if-none-match":
+                conditional = True
+        method = scope["method"]
+        plain = method == "GET" and not scope["query_string"] and not conditional
+        super().__init__(method, scope["path"], plain, origin.decode("latin-1"))
+        self._headers = headers
+
+    def header(self, name: str) -> str | None:
+        key = name.encode("latin-1")
+        return next((v.decode("latin-1") for k, v in self._headers if k == key), None)
+
+
+class AsgiFront:
+    """The ASGI application uvicorn runs."""
+
+    def __init__(self, chain: StoredTileChain, loader: AppLoader) -> None:
+        self.chain = chain
+        self.loader = loader
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            request = AsgiRequest(scope)
+            answer = self.chain.first(request)
+            if answer is LATER:
+                answer = await self.chain.later(request)
+            if answer is not None:
+                await self._send(send, answer, request.origin)
+                return
+            if request.grant is not None:
+                scope[GRANT_KEY] = request.grant
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        app = self.loader.app or await self.loader.wait()
+        if app is not None:
+            await app(scope, receive, send)
+        elif kind == "http":
+            await self._send(send, self.loader.failure(), "")
+
+    async def _send(self, send: Send, answer: Answer, origin: str) -> None:
+        headers = self.chain.headers.build_raw(answer, origin)
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """The server's lifespan starts the loader (the app starts in the background) and
+        stops the app."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.loader.start(asyncio.get_running_loop())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.loader.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
