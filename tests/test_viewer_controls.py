@@ -220,3 +220,18 @@ def test_switching_dzi_to_iiif_keeps_the_view(page: Any) -> None:
     settle(page)
     assert view_centre(page) == pytest.approx((300, 400), abs=1.0)
     assert image_zoom(page) == pytest.approx(1.25, rel=0.01)
+
+
+def test_a_nonsense_address_hash_still_opens_the_slide(
+    browser: Any, server: ServerProcess, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    fs = fixture_dir["multi_focal_optical"]
+    url = f"{server.url}/viewer/{fs.series_uid}#x=abc&y=&zoom=-3&z=99&path=-1"
+    page = open_viewer(browser, url)
+    settle(page)
+    plane = page.evaluate("document.body.dataset.plane")
+    failed = page.evaluate("window.tileStats.failed")
+    bad = page.bad
+    page.close()
+    assert plane == "2,0"  # the last focal plane, the first path
+    assert failed == 0 and bad == []

@@ -92,3 +92,16 @@ def test_search_field_is_labelled(landing: Any) -> None:
     for field in ("#query", "#date-from", "#date-to"):
         label = landing.evaluate(f"document.querySelector('{field}').labels[0].textContent.trim()")
         assert label
+
+
+def test_enter_in_the_search_field_keeps_the_page(browser: Any, server: ServerProcess) -> None:
+    page = browser.new_page()
+    page.goto(server.url + "/")
+    page.wait_for_selector("#slides a")
+    page.evaluate("window.marker = 1")
+    page.fill("#query", "sparse")
+    page.press("#query", "Enter")
+    page.wait_for_timeout(300)
+    kept = page.evaluate("window.marker === 1")
+    page.close()
+    assert kept

@@ -136,6 +136,10 @@
     return loadDetails(missing);
   }
 
+  // Filtering is live; Enter in the search field must not reload the page.
+  document.getElementById("search").addEventListener("submit", function (event) {
+    event.preventDefault();
+  });
   ["query", "date-from", "date-to"].forEach(function (id) {
     document.getElementById(id).addEventListener("input", filter);
   });
