@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import fields
 from typing import TYPE_CHECKING
@@ -11,6 +13,7 @@ from tileserver.errors import UnsupportedError
 from tileserver.settings import Settings, served_roots
 
 if TYPE_CHECKING:
+    import uvicorn
     from starlette.types import ASGIApp
 
     from tileserver.http.asgi import AsgiFront
@@ -22,20 +25,41 @@ if TYPE_CHECKING:
 
 
 def run(settings: Settings) -> int:
-    """Serve until interrupted; workers > 1 share the catalog through the environment."""
-    _export(settings)
-    print(f"tileserver: viewer at http://{settings.host}:{settings.port}/", flush=True)
+    """Serve until interrupted; workers > 1 share the catalog through the environment.
+
+    The viewer URL is printed once the port is bound, never before; a port that cannot
+    be bound raises an ``OSError`` naming the address."""
     runner = SERVERS.get(settings.server)
     if runner is None:
         raise UnsupportedError(f"unknown server {settings.server!r}: {', '.join(SERVERS)}")
+    _export(settings)
     runner(settings)
     return 0
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket (SO_REUSEADDR, as the servers set it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:  # create_server's message repeats the address: keep the reason
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(exc.errno, f"cannot listen: {reason}", f"{host}:{port}") from None
+
+
+def announce(sock: socket.socket) -> None:
+    """The one line ``tileserver serve`` prints: where the viewer is."""
+    host, port = sock.getsockname()[:2]
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    print(f"tileserver: viewer at http://{netloc}/", flush=True)
+
+
 def _uvicorn(settings: Settings) -> None:
+    """uvicorn on a socket bound here, so the URL is printed only once it is bound."""
     import uvicorn
 
-    uvicorn.run(
+    config = uvicorn.Config(
         TARGET,
         factory=True,
         host=settings.host,
@@ -47,20 +71,49 @@ def _uvicorn(settings: Settings) -> None:
         access_log=False,
         proxy_headers=False,  # the app reads X-Forwarded-* itself (http/forwarded.py)
     )
+    sock = listen(settings.host, settings.port)
+    announce(sock)
+    if config.workers > 1:
+        _multiprocess(config, sock)
+        return
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])
+    if not server.started:  # as uvicorn.run: a failed startup exits 3
+        raise SystemExit(STARTUP_FAILURE)
+
+
+def _multiprocess(config: uvicorn.Config, sock: socket.socket) -> None:
+    """uvicorn's worker supervisor over our socket (its signature changed in 0.30)."""
+    import inspect
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    with contextlib.suppress(KeyboardInterrupt):
+        if "target" in inspect.signature(Multiprocess).parameters:
+            target = uvicorn.Server(config).run
+            Multiprocess(config, target=target, sockets=[sock]).run()  # type: ignore[call-arg]
+        else:
+            Multiprocess(config, sockets=[sock]).run()
 
 
 def _granian(settings: Settings) -> None:
     """granian on its RSGI interface (``tileserver.http.rsgi``): the same app, with tile
-    requests answered without the ASGI message exchange."""
+    requests answered without the ASGI message exchange. granian binds its own socket:
+    the port is checked here first, so a busy port fails before the URL is printed."""
     try:
         from granian import Granian
         from granian.constants import Interfaces
     except ImportError:
         raise UnsupportedError("--server granian needs: pip install 'tileserver[fast]'") from None
+    with listen(settings.host, settings.port) as probe:
+        port = probe.getsockname()[1]
+        announce(probe)
     Granian(
         RSGI_TARGET,
         address=settings.host,
-        port=settings.port,
+        port=port,
         interface=Interfaces.RSGI,
         workers=settings.workers,
         factory=True,
@@ -68,6 +121,7 @@ def _granian(settings: Settings) -> None:
     ).serve()
 
 
+STARTUP_FAILURE = 3
 TARGET = "tileserver.http.server:app_from_env"
 RSGI_TARGET = "tileserver.http.server:rsgi_app_from_env"
 SERVERS: dict[str, Callable[[Settings], None]] = {"uvicorn": _uvicorn, "granian": _granian}
