@@ -61,8 +61,11 @@ class Recorder:
         for _ in range(3):  # let the readers run ahead as far as they may
             await anyio.sleep(0)
 
+    async def read(self, chunk: Sequence[Address]) -> bytes:
+        return await anyio.to_thread.run_sync(self.work, chunk)
+
     def run(self, count: int) -> None:
-        anyio.run(read_ahead, [[(0, i, 0)] for i in range(count)], self.work, self.emit)
+        anyio.run(read_ahead, [[(0, i, 0)] for i in range(count)], self.read, self.emit)
 
 
 def test_read_ahead_emits_in_order_and_reads_a_bounded_window_ahead() -> None:

@@ -10,6 +10,7 @@ import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import anyio
 import httpx
@@ -290,7 +291,10 @@ class FakeRequest:
 
 
 def receive(stow_dir: Path, request: FakeRequest) -> list[stow.Outcome]:
-    service = SimpleNamespace(library=SimpleNamespace(catalog=None))
+    async def run(function: Any, *args: Any) -> Any:  # the service's thread hop
+        return await anyio.to_thread.run_sync(function, *args)
+
+    service = SimpleNamespace(library=SimpleNamespace(catalog=None), run=run)
     receiver = dicomweb_stow._Receiver(service, stow_dir, str(stow_dir), None)  # type: ignore[arg-type]
     anyio.run(receiver.run, request, BOUNDARY)
     return receiver.outcomes

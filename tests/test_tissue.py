@@ -17,7 +17,6 @@ from fixtures import FixtureSet, tissue_image, tissue_mask
 from tileserver.cache import build_cache
 from tileserver.catalog import Catalog, SlideLibrary
 from tileserver.geometry import Size
-from tileserver.http.batch import tissue_json
 from tileserver.service import TileService
 from tileserver.settings import Settings
 from tileserver.slide import Level
@@ -128,7 +127,7 @@ def test_tissue_json_is_built_in_a_worker_thread_once_per_version_and_level(
 
     async def main() -> tuple[list[bytes], int]:
         levels = [slide.levels[i] for i in (0, 0, 1, 1)]
-        bodies = [await tissue_json(service, slide, lv) for lv in levels]
+        bodies = [await service.tissue_json(slide, lv) for lv in levels]
         return bodies, threading.get_ident()
 
     try:

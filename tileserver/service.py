@@ -29,7 +29,7 @@ from tileserver.errors import InvalidRequestError, LimitExceededError, TileAbsen
 from tileserver.formats import JPEG, NPY, OUTPUT_FORMATS, EncodedTile
 from tileserver.geometry import Region, Size
 from tileserver.settings import Settings
-from tileserver.slide import Slide
+from tileserver.slide import Level, Slide
 from tileserver.timing import Timings
 
 #: Slide versions whose Deep Zoom plans are kept.
@@ -80,7 +80,7 @@ class TileService:
         with timings.measure("index"):
             slide = self.library.get_open(slide_id)
             if slide is None:  # loading reads the catalog: off the event loop
-                slide = await to_thread.run_sync(self.library.get, slide_id, keep)
+                slide = await self.run(self.library.get, slide_id, keep)
             return slide
 
     async def stored_tile(
@@ -102,7 +102,7 @@ class TileService:
             )
             if cached is not None:
                 return cached
-            return await to_thread.run_sync(
+            return await self.run(
                 slide.read_tile_bytes, level, col, row, plane.focal_plane, plane.optical_path
             )
 
@@ -118,45 +118,55 @@ class TileService:
         plane: Plane = DEFAULT_PLANE,
         timings: Timings | None = None,
     ) -> Rendered:
-        """A stored tile's valid area as ``fmt``; JPEG frames pass through or crop losslessly."""
+        """A stored tile's valid area as ``fmt``; JPEG frames pass through or crop losslessly.
+
+        Only a pass-through reads the stored tile here; anything derived is looked up in the
+        cache first, and the stored bytes are read only to produce it (a hit reads none)."""
         timings = timings or Timings()
         media_type = _media_type(fmt)
         lvl = slide.level(level)
         valid = lvl.tile_region(col, row)
-        try:
-            encoded: EncodedTile | None = await self.stored_tile(
-                slide, level, col, row, plane, timings
-            )
-        except TileAbsentError:
-            encoded = None  # a sparse gap: the decoder path renders background
-        stored_jpeg = encoded is not None and encoded.media_type == JPEG
-        if media_type == JPEG and stored_jpeg and valid.size == lvl.tile_size:
-            assert encoded is not None
-            return Rendered(encoded.data, JPEG)
-        key = self._key(
-            slide,
-            "tile",
-            slide.id,
-            level,
-            col,
-            row,
-            plane.focal_plane,
-            plane.optical_path,
-            fmt,
-        )
+        jpeg_in_jpeg_out = media_type == JPEG and lvl.media_type == JPEG
+        if jpeg_in_jpeg_out and valid.size == lvl.tile_size:
+            try:
+                encoded = await self.stored_tile(slide, level, col, row, plane, timings)
+            except TileAbsentError:
+                pass  # a sparse gap: rendered as background below
+            else:
+                if encoded.media_type == JPEG:
+                    return Rendered(encoded.data, JPEG)
+        parts = (level, col, row, plane.focal_plane, plane.optical_path, fmt)
+        key = self._key(slide, "tile", slide.id, *parts)
 
         def produce() -> Rendered:
-            if media_type == JPEG and encoded is not None and stored_jpeg:
-                from tileserver import codec
-
-                with timings.measure("encode"):
-                    cropped = codec.crop_jpeg(encoded.data, valid.width, valid.height)
+            if jpeg_in_jpeg_out:
+                cropped = self._cropped_jpeg(slide, level, col, row, plane, timings)
                 if cropped is not None:
                     return Rendered(cropped, JPEG)
             pixels = self._decode_tile(slide, level, col, row, plane, timings)
             return self._encode(slide, pixels, fmt, timings)
 
         return await self.cached(key, produce, timings)
+
+    def _cropped_jpeg(
+        self, slide: Slide, level: int, col: int, row: int, plane: Plane, timings: Timings
+    ) -> bytes | None:
+        """A stored JPEG edge tile cropped to its valid area without re-encoding, if it can
+        be (None: decode and encode instead)."""
+        from tileserver import codec
+
+        try:
+            with timings.measure("read"):
+                encoded = slide.read_tile_bytes(
+                    level, col, row, plane.focal_plane, plane.optical_path
+                )
+        except TileAbsentError:
+            return None
+        if encoded.media_type != JPEG:
+            return None
+        valid = slide.level(level).tile_region(col, row)
+        with timings.measure("encode"):
+            return codec.crop_jpeg(encoded.data, valid.width, valid.height)
 
     async def region(
         self,
@@ -176,7 +186,7 @@ class TileService:
                 with timings.measure("decode"):
                     return _npy(compose.region_pixels(slide, lvl, l_region, plane, self.tiles))
 
-            return Rendered(await to_thread.run_sync(read), NPY)
+            return Rendered(await self.run(read), NPY)
         key = self._key(
             slide,
             "region",
@@ -253,9 +263,10 @@ class TileService:
     ) -> Rendered:
         timings = timings or Timings()
         image = slide.associated.get(name)
-        if image is not None and image.grid.area == 1:
-            encoded = await to_thread.run_sync(slide.read_associated_bytes, name)
-            if encoded.media_type == _media_type(fmt) and image.size == image.tile_size:
+        whole = image is not None and image.grid.area == 1 and image.size == image.tile_size
+        if whole and image is not None and image.media_type == _media_type(fmt):
+            encoded = await self.run(slide.read_associated_bytes, name)
+            if encoded.media_type == image.media_type:
                 return Rendered(encoded.data, encoded.media_type)
         key = self._key(slide, "associated", slide.id, name, fmt)
 
@@ -265,6 +276,32 @@ class TileService:
             return self._encode(slide, pixels, fmt, timings)
 
         return await self.cached(key, produce, timings)
+
+    async def tissue_png(self, slide: Slide) -> bytes:
+        """The slide's tissue mask as a PNG, cached, computed once in a worker thread."""
+        from tileserver import tissue
+
+        def produce() -> Rendered:
+            return Rendered(tissue.compute(slide, self.tiles).png(), "image/png")
+
+        key = make_key(slide.version, "tissue", slide.id, tissue.METHOD)
+        return (await self.cached(key, produce)).data
+
+    async def tissue_json(self, slide: Slide, level: Level) -> bytes:
+        """The mask's facts and ``level``'s tile flags as JSON, cached like the PNG."""
+        from tileserver import tissue
+
+        png = await self.tissue_png(slide)
+
+        def produce() -> Rendered:
+            try:
+                mask = tissue.TissueMask.from_png(png)
+            except (ValueError, KeyError, OSError):  # a foreign cache value: recompute
+                mask = tissue.compute(slide, self.tiles)
+            return Rendered(tissue.facts_json(mask, level), "application/json")
+
+        key = make_key(slide.version, "tissue-json", slide.id, tissue.METHOD, level.index)
+        return (await self.cached(key, produce)).data
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -301,7 +338,7 @@ class TileService:
                 pass  # not our envelope (another release wrote it): a miss
 
         async def build() -> bytes:
-            rendered = await to_thread.run_sync(produce)
+            rendered = await self.run(produce)
             blob = pack(rendered.media_type, rendered.data)
             with timings.measure("cache"):
                 await self.cache.set(key, blob)

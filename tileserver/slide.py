@@ -24,6 +24,7 @@ class Level:
     downsample: tuple[float, float]  # (x, y) level-0 pixels per level pixel
     mpp: tuple[float, float] | None  # (x, y) micrometres per level pixel
     frames: int = 0  # tiles stored (fewer than the grid for a sparse level)
+    media_type: str = ""  # how tiles are stored ("" when unknown), known without a read
     grid: Size = field(init=False, repr=False, compare=False)  # tiles per axis
 
     def __post_init__(self) -> None:
@@ -45,6 +46,7 @@ class AssociatedImage:
     name: str
     size: Size
     tile_size: Size
+    media_type: str = ""
 
     @property
     def grid(self) -> Size:
@@ -70,7 +72,7 @@ class Slide:
     def __post_init__(self) -> None:
         self.levels = _levels(self.reader.levels, self.reader.mpp)
         self.associated = {
-            name: AssociatedImage(name, a.size, a.tile_size)
+            name: AssociatedImage(name, a.size, a.tile_size, a.media_type)
             for name, a in self.reader.associated.items()
         }
 
@@ -164,6 +166,14 @@ def _levels(stored: Sequence[ReaderLevel], mpp: tuple[float, float] | None) -> l
         downsample = (base.width / level.size.width, base.height / level.size.height)
         level_mpp = (mpp[0] * downsample[0], mpp[1] * downsample[1]) if mpp else None
         levels.append(
-            Level(index, level.size, level.tile_size, downsample, level_mpp, level.frames)
+            Level(
+                index,
+                level.size,
+                level.tile_size,
+                downsample,
+                level_mpp,
+                level.frames,
+                level.media_type,
+            )
         )
     return levels

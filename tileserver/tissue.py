@@ -169,3 +169,27 @@ def compute(slide: Slide, tiles: compose.DecodedTiles | None = None) -> TissueMa
     mask, threshold = mask_of(pixels)
     scale = (base.width / out.width, base.height / out.height)
     return TissueMask(mask, scale, None, threshold)
+
+
+def facts_json(mask: TissueMask, level: Level) -> bytes:
+    """The mask's facts and ``level``'s tile flags, as the tissue endpoint's JSON."""
+    import orjson
+
+    flags = mask.tile_flags(level)
+    height, width = mask.mask.shape
+    return orjson.dumps(
+        {
+            "method": METHOD,
+            "threshold": mask.threshold,
+            "source_level": mask.source_level,
+            "width": width,
+            "height": height,
+            "l0_per_mask": list(mask.l0_per_mask),
+            "tissue_fraction": float(mask.mask.mean()),
+            "level": level.index,
+            "grid": [level.grid.width, level.grid.height],
+            "tiles_with_tissue": int(flags.sum()),
+            "flags": flags.astype(np.uint8),
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )

@@ -9,7 +9,6 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
@@ -49,7 +48,7 @@ def create_app(settings: Settings, authorizer: Authorizer | None = None) -> Star
         cache = build_cache(settings.redis_url, settings.cache_bytes)
         state.service = TileService(library, cache, settings)
         metrics.cache_stats = cache.stats
-        scanner = asyncio.create_task(_scan_forever(state, library))
+        scanner = asyncio.create_task(_scan_forever(state, state.service))
         try:
             yield
         finally:
@@ -90,12 +89,12 @@ def _optional_routes() -> list[BaseRoute]:
     return routes
 
 
-async def _scan_forever(state: AppState, library: SlideLibrary) -> None:
+async def _scan_forever(state: AppState, service: TileService) -> None:
     """Initial scan (then ``/readyz`` turns 200), then a rescan every interval."""
     interval = state.settings.rescan_interval
     while True:
         try:
-            await to_thread.run_sync(_locked_refresh, library)
+            await service.run(_locked_refresh, service.library)
         except Exception as exc:  # a failed scan must not stop serving what is indexed
             log.exception("slide scan failed")
             state.scan_errors.append(str(exc))

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import numpy as np
 import orjson
-from anyio import to_thread
 from anyio.abc import TaskGroup
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -43,7 +42,6 @@ from starlette.routing import Route
 from starlette.types import Send
 
 from tileserver import compose
-from tileserver.cache import make_key
 from tileserver.compose import Plane
 from tileserver.errors import InvalidRequestError, LimitExceededError
 from tileserver.formats import NPY, OCTET_STREAM, PNG, EncodedTile
@@ -51,11 +49,11 @@ from tileserver.geometry import Size
 from tileserver.http.params import format_param, int_param
 from tileserver.http.responses import etag_for, image_response
 from tileserver.http.state import service_of
-from tileserver.service import Rendered, TileService, importing
-from tileserver.slide import Level, Slide
+from tileserver.service import importing
+from tileserver.slide import Slide
 
 if TYPE_CHECKING:
-    from tileserver import tissue
+    pass
 
 MAX_BATCH = 1024
 #: Request body limit: room for MAX_BATCH ``[level, col, row]`` entries, even indented.
@@ -91,10 +89,11 @@ async def post_batch(request: Request) -> Response:
         media_type = NPY
     chunks = plan_chunks(addresses, tile_size.area * 3)
     # The first chunk is read before the response starts, so its errors get a status.
-    first = prefix + await to_thread.run_sync(work, chunks[0])
+    first = prefix + await service.run(work, chunks[0])
     if len(chunks) == 1:
         return Response(first + suffix, media_type=media_type)
-    return ReadAheadResponse(first, chunks[1:], work, suffix, media_type)
+    read = functools.partial(service.run, work)
+    return ReadAheadResponse(first, chunks[1:], read, suffix, media_type)
 
 
 async def _read_body(request: Request) -> bytes:
@@ -183,18 +182,19 @@ class _Slot:
 
 async def read_ahead(
     chunks: Sequence[Sequence[Address]],
-    work: Callable[[Sequence[Address]], bytes],
+    work: Callable[[Sequence[Address]], Awaitable[bytes]],
     emit: Callable[[bytes], Awaitable[None]],
 ) -> None:
-    """``emit(work(chunk))`` for each chunk in order; ``work`` runs in worker threads, at
-    most ``READ_AHEAD + 1`` chunks read or waiting besides the one being emitted. The first
-    failing chunk's error is raised once the chunks before it are emitted."""
+    """``emit(await work(chunk))`` for each chunk in order (``work`` runs the read in a
+    worker thread: ``TileService.run``), at most ``READ_AHEAD + 1`` chunks read or waiting
+    besides the one being emitted. The first failing chunk's error is raised once the
+    chunks before it are emitted."""
     slots = [_Slot() for _ in chunks]
     window = anyio.Semaphore(READ_AHEAD + 1)
 
     async def read(slot: _Slot, chunk: Sequence[Address]) -> None:
         try:
-            slot.value = await to_thread.run_sync(work, chunk)
+            slot.value = await work(chunk)
         except Exception as exc:  # raised in order, by the sender
             slot.error = exc
         slot.done.set()
@@ -232,7 +232,7 @@ class ReadAheadResponse(StreamingResponse):
         self,
         first: bytes,
         rest: Sequence[Sequence[Address]],
-        work: Callable[[Sequence[Address]], bytes],
+        work: Callable[[Sequence[Address]], Awaitable[bytes]],
         suffix: bytes,
         media_type: str,
     ) -> None:
@@ -323,60 +323,9 @@ async def get_tissue(request: Request) -> Response:
     fmt = format_param(request, "png", ("png", "json"))
     level = slide.level(int_param(request, "level", 0, minimum=0))
     if fmt == "png":
-        png = await tissue_png(service, slide)
+        png = await service.tissue_png(slide)
         return image_response(request, png, PNG, etag_for(slide.version, tissue.METHOD))
-    return Response(await tissue_json(service, slide, level), media_type=JSON)
-
-
-async def tissue_png(service: TileService, slide: Slide) -> bytes:
-    """The slide's mask as a PNG, from the service cache or computed once (in a thread)."""
-    from tileserver import tissue
-
-    def produce() -> Rendered:
-        return Rendered(tissue.compute(slide, service.tiles).png(), PNG)
-
-    key = make_key(slide.version, "tissue", slide.id, tissue.METHOD)
-    return (await service.cached(key, produce)).data
-
-
-async def tissue_json(service: TileService, slide: Slide, level: Level) -> bytes:
-    """The mask's facts and ``level``'s tile flags as JSON, cached like the PNG."""
-    from tileserver import tissue
-
-    png = await tissue_png(service, slide)
-
-    def produce() -> Rendered:
-        try:
-            mask = tissue.TissueMask.from_png(png)
-        except (ValueError, KeyError, OSError):  # a foreign cache value: recompute
-            mask = tissue.compute(slide, service.tiles)
-        return Rendered(_tissue_facts(mask, level), JSON)
-
-    key = make_key(slide.version, "tissue-json", slide.id, tissue.METHOD, level.index)
-    return (await service.cached(key, produce)).data
-
-
-def _tissue_facts(mask: tissue.TissueMask, level: Level) -> bytes:
-    from tileserver import tissue
-
-    flags = mask.tile_flags(level)
-    height, width = mask.mask.shape
-    return orjson.dumps(
-        {
-            "method": tissue.METHOD,
-            "threshold": mask.threshold,
-            "source_level": mask.source_level,
-            "width": width,
-            "height": height,
-            "l0_per_mask": list(mask.l0_per_mask),
-            "tissue_fraction": float(mask.mask.mean()),
-            "level": level.index,
-            "grid": [level.grid.width, level.grid.height],
-            "tiles_with_tissue": int(flags.sum()),
-            "flags": flags.astype(np.uint8),
-        },
-        option=orjson.OPT_SERIALIZE_NUMPY,
-    )
+    return Response(await service.tissue_json(slide, level), media_type=JSON)
 
 
 routes = [

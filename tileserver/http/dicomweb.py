@@ -13,7 +13,6 @@ import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -84,8 +83,8 @@ def _search(level: qido.Level) -> Handler:
             request.query_params.multi_items(),
             {tag: uid for tag, uid in scope.items() if uid},
         )
-        catalog = service_of(request).library.catalog
-        result = await to_thread.run_sync(qido.search, catalog, query, base_url(request))
+        service = service_of(request)
+        result = await service.run(qido.search, service.library.catalog, query, base_url(request))
         headers = {}
         warnings = []
         if query.ignored:
@@ -120,10 +119,11 @@ async def _refs(request: Request) -> list[InstanceRef]:
     from tileserver.dicomweb.instances import find_instance, find_instances
 
     study, series, instance = _uids(request)
-    catalog = service_of(request).library.catalog
+    service = service_of(request)
+    catalog = service.library.catalog
     if instance:
-        return [await to_thread.run_sync(find_instance, catalog, study, series, instance)]
-    return await to_thread.run_sync(find_instances, catalog, study, series or None)
+        return [await service.run(find_instance, catalog, study, series, instance)]
+    return await service.run(find_instances, catalog, study, series or None)
 
 
 @_deferred
@@ -164,7 +164,7 @@ async def bulkdata(request: Request) -> Response:
 
     (ref,) = await _refs(request)
     multipart = accept.negotiate_bulk(_accepted(request))
-    value = await to_thread.run_sync(bulk_value, ref, request.path_params["tag"])
+    value = await service_of(request).run(bulk_value, ref, request.path_params["tag"])
     headers = {"Accept-Ranges": "bytes"}
     span = None if multipart else _byte_range(request.headers.get("range"), value.length)
     if span == _UNSATISFIABLE:
@@ -254,7 +254,7 @@ async def frames(request: Request) -> Response:
     choice = accept.negotiate(_accepted(request), offers, len(numbers))
     offer, quality = choice.offer, service.settings.jpeg_quality
     if not choice.multipart:
-        data = await to_thread.run_sync(lambda: deliver(source.read(numbers[0]), offer, quality))
+        data = await service.run(lambda: deliver(source.read(numbers[0]), offer, quality))
         return Response(data, media_type=_part_type(offer))
     boundary = new_boundary()
     body = _frame_parts(source, numbers, offer, quality, boundary)
@@ -310,7 +310,7 @@ def _rendered_instance(default_viewport: str | None) -> Handler:
         service, source = await _source(request)
         options = _render_options(request, service, default_viewport)
         limit = service.settings.max_output_pixels
-        data = await to_thread.run_sync(render_whole, source, options, limit)
+        data = await service.run(render_whole, source, options, limit)
         return _image(data, options.fmt)
 
     return handler
@@ -327,7 +327,7 @@ def _rendered_frame(default_viewport: str | None) -> Handler:
         if len(numbers) != 1:
             raise InvalidRequestError("rendered frames are retrieved one at a time")
         options = _render_options(request, service, default_viewport)
-        data = await to_thread.run_sync(render_frame, source, numbers[0], options)
+        data = await service.run(render_frame, source, numbers[0], options)
         return _image(data, options.fmt)
 
     return handler

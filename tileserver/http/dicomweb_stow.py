@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio import to_thread
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -58,7 +57,7 @@ async def store(request: Request) -> Response:
     await receiver.run(request, params.get("boundary", ""))
     if not receiver.outcomes:
         raise MultipartError(receiver.error or "the request holds no multipart parts")
-    await to_thread.run_sync(service.library.sync)
+    await service.run(service.library.sync)
     status, body = stow.store_response(receiver.outcomes, base_url(request), study)
     return json_response(body, status_code=status, media_type=DICOM_JSON)
 
@@ -134,8 +133,8 @@ class _Receiver:
                 reason = f"part is {part_type}, not application/dicom"
                 self._rejected = stow.failed(reason, stow.CANNOT_UNDERSTAND)
                 return
-            self._path = await to_thread.run_sync(stow.incoming_path, self.stow_dir)
-            self._file = await to_thread.run_sync(open, self._path, "wb")
+            self._path = await self.service.run(stow.incoming_path, self.stow_dir)
+            self._file = await self.service.run(open, self._path, "wb")
         elif event.kind == "data" and self._file is not None:
             self._pending.append(event.data)
             self._pending_bytes += len(event.data)
@@ -147,7 +146,7 @@ class _Receiver:
     async def _flush(self) -> None:
         data, self._pending, self._pending_bytes = b"".join(self._pending), [], 0
         if data:
-            await to_thread.run_sync(self._file.write, data)
+            await self.service.run(self._file.write, data)
 
     async def _finish(self) -> None:
         from tileserver.dicomweb import stow
@@ -157,13 +156,13 @@ class _Receiver:
             self._rejected = None
             return
         await self._flush()
-        await to_thread.run_sync(self._file.close)
+        await self.service.run(self._file.close)
         path, self._file, self._path = self._path, None, None
         assert path is not None
         catalog = self.service.library.catalog
         args = (path, self.stow_dir, self.root, catalog, self.study)
         try:
-            self.outcomes.append(await to_thread.run_sync(stow.store_part, *args))
+            self.outcomes.append(await self.service.run(stow.store_part, *args))
         except BaseException:
             path.unlink(missing_ok=True)  # store_part consumes it; this covers a crash
             raise
@@ -172,7 +171,7 @@ class _Receiver:
         """Close and remove the part in flight's temporary file, if any."""
         file, path, self._file, self._path = self._file, self._path, None, None
         self._pending, self._pending_bytes = [], 0
-        await to_thread.run_sync(_remove, file, path)
+        await self.service.run(_remove, file, path)
 
 
 def _remove(file: Any, path: Path | None) -> None:

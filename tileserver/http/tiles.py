@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -81,7 +80,7 @@ def _level(lv: Level) -> dict[str, Any]:
 
 async def list_slides(request: Request) -> Response:
     service = service_of(request)
-    ids = await to_thread.run_sync(service.library.ids)
+    ids = await service.run(service.library.ids)
     entries = []
     for slide_id in ids:
         version = service.library.version_of(slide_id)
