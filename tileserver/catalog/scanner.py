@@ -12,7 +12,7 @@ from tileserver.catalog.roots import under_root
 from tileserver.catalog.store import Catalog, FileRecord
 from tileserver.errors import TileServerError
 from tileserver.readers.base import IndexedFile
-from tileserver.readers.registry import probe
+from tileserver.readers.registry import index
 from tileserver.readers.source import SourceIdentity, current_identity, open_source
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,7 @@ def index_source(identity: SourceIdentity) -> tuple[str, IndexedFile]:
     ``OSError``) saying why it cannot be served."""
     source = open_source(identity)
     try:
-        backend = probe(source)
-        return backend.name, backend.index(source)
+        return index(source)
     finally:
         source.close()
 

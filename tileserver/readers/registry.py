@@ -1,4 +1,4 @@
-"""Format backends by name, imported on first use; ``probe`` picks the one for a source.
+"""Format backends by name, imported on first use; probing a source picks its backend.
 
 Adding a format is one module in ``readers/`` and one line in ``BACKENDS``: the scanner,
 the catalog and every front reach backends only through this registry and the
@@ -11,7 +11,7 @@ import importlib
 import threading
 
 from tileserver.errors import SlideError, UnsupportedError
-from tileserver.readers.base import FormatBackend
+from tileserver.readers.base import FormatBackend, IndexedFile
 from tileserver.readers.source import ByteSource
 
 #: Name -> "module:class", in probing order (the first that accepts a source wins).
@@ -42,17 +42,34 @@ def backend(name: str) -> FormatBackend:
         return found
 
 
-def probe(source: ByteSource) -> FormatBackend:
-    """The first backend that accepts ``source``; ``NotASlideError`` with every backend's
-    reason when none does, or "empty file"."""
+def candidates(source: ByteSource) -> list[FormatBackend]:
+    """The backends that accept ``source``, in probing order; ``NotASlideError`` with every
+    backend's reason when none does, or "empty file"."""
     size = source.identity.size
     if size == 0:
         raise NotASlideError("empty file")
     head = source.read(0, min(HEAD_BYTES, size))
-    reasons = []
+    accepting, reasons = [], []
     for name in BACKENDS:
         candidate = backend(name)
         if candidate.accepts(head, source.identity.uri):
-            return candidate
-        reasons.append(candidate.reject_reason)
-    raise NotASlideError("; ".join(reasons))
+            accepting.append(candidate)
+        else:
+            reasons.append(candidate.reject_reason)
+    if not accepting:
+        raise NotASlideError("; ".join(reasons))
+    return accepting
+
+
+def index(source: ByteSource) -> tuple[str, IndexedFile]:
+    """The first accepting backend's index of ``source`` (a later one is tried when an
+    earlier one cannot index it: DICOM the DICOM backend rejects may still open in
+    OpenSlide); the first backend's ``SlideError`` when none can."""
+    first: SlideError | None = None
+    for candidate in candidates(source):
+        try:
+            return candidate.name, candidate.index(source)
+        except SlideError as exc:
+            first = first or exc
+    assert first is not None
+    raise first
