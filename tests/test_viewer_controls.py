@@ -203,6 +203,12 @@ def view_centre(page: Any) -> tuple[float, float]:
 
 def test_editing_the_address_hash_moves_the_view(page: Any) -> None:
     page.evaluate("location.hash = '#x=600&y=200&zoom=2'")
+    # hashchange is a task of its own: wait for the view to head there, then to arrive.
+    page.wait_for_function(
+        """() => { const item = window.viewer.world.getItemAt(0);
+        return Math.abs(item.viewportToImageZoom(window.viewer.viewport.getZoom(false)) - 2)
+            < 0.01; }"""
+    )
     settle(page)
     assert view_centre(page) == pytest.approx((600, 200), abs=1.0)
     assert image_zoom(page) == pytest.approx(2.0, rel=0.01)
@@ -235,3 +241,18 @@ def test_a_nonsense_address_hash_still_opens_the_slide(
     page.close()
     assert plane == "2,0"  # the last focal plane, the first path
     assert failed == 0 and bad == []
+
+
+def test_plane_selectors_only_for_what_the_slide_has_several_of(
+    browser: Any, server: ServerProcess, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    seen = {}
+    for case in ("jpeg_bot", "multi_focal_optical", "split_level"):
+        page = open_viewer(browser, f"{server.url}/viewer/{fixture_dir[case].series_uid}")
+        seen[case] = [page.is_visible(s) for s in ("#focal-plane", "#optical-path")]
+        page.close()
+    assert seen == {
+        "jpeg_bot": [False, False],
+        "multi_focal_optical": [True, True],
+        "split_level": [False, True],  # two optical paths, one focal plane
+    }

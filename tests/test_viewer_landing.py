@@ -15,7 +15,7 @@ from fixtures import FixtureSet
 
 pytestmark = pytest.mark.browser
 
-FIXTURES = {"jpeg_bot", "sparse", "multi_focal_optical"}  # patient Fixture^Synthetic, 2024-01-15
+FIXTURES = {"jpeg_bot", "sparse", "multi_focal_optical", "split_level"}  # Fixture^Synthetic
 REAL = "gcp-converter-jpeg"  # no patient, study or date
 
 
@@ -52,7 +52,7 @@ def shown(page: Any, query: str = "", since: str = "", until: str = "") -> set[s
 def test_index_lists_slides_with_thumbnails(landing: Any) -> None:
     thumbnails = landing.eval_on_selector_all("#slides img", "is => is.map(i => i.src)")
     links = landing.locator("#slides a[href^='/viewer/']").count()
-    assert links == 4 and len(thumbnails) == 4
+    assert links == 5 and len(thumbnails) == 5
     assert all("/thumbnail" in src for src in thumbnails)
     assert landing.bad == []
 

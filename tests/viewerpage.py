@@ -17,7 +17,7 @@ from serverproc import ServerProcess
 
 from fixtures import FixtureSet
 
-CASES = ("jpeg_bot", "sparse", "multi_focal_optical")
+CASES = ("jpeg_bot", "sparse", "multi_focal_optical", "split_level")
 REAL = "gcp-converter-jpeg.dcm"
 
 
