@@ -13,7 +13,9 @@ LINT_PATHS := tileserver tests fixtures bench
 PYTEST_ARGS ?=
 
 DEMO_DIR ?= .data/demo
+CASES_DIR ?= .data/cases
 CATALOG ?= .data/catalog.sqlite
+DEMO ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 BENCH_ARGS ?=
@@ -34,7 +36,7 @@ $(NPM_STAMP): tests/browser/package-lock.json
 	touch $@
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -m venv $(VENV)
 
 # Reinstall only when pyproject.toml changed since the last successful install.
 $(STAMP): pyproject.toml | $(BIN)/python
@@ -56,14 +58,25 @@ lint: venv
 test: venv
 	s=0; $(LINT); $(BIN)/python -m pytest -q $(PYTEST_ARGS) || s=$$?; exit $$s
 
-run: venv
-	@if [ -z "$$(ls -A $(DEMO_DIR) 2>/dev/null)" ]; then \
-	  echo "generating demo slides in $(DEMO_DIR)"; \
-	  $(BIN)/tileserver fixtures $(DEMO_DIR) \
-	    || $(BIN)/python -m fixtures $(DEMO_DIR) --case jpeg_bot; \
-	fi
-	@echo "viewer: http://$(HOST):$(PORT)/"
-	$(BIN)/tileserver serve --slides $(DEMO_DIR) --catalog $(CATALOG) --host $(HOST) --port $(PORT)
+# `make run` installs only what the server needs (no test extras, no npm), once; pip's
+# output goes to a log that is shown only when the install fails. An environment that
+# `make test` set up already has all of it.
+RUN_STAMP := $(VENV)/.installed-run
+RUN_LOG := $(VENV)/install-run.log
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then touch $@; exit 0; fi; \
+	echo "installing tileserver into $(VENV) (first run only)"; \
+	$(BIN)/python -m pip install --quiet -e . > $(RUN_LOG) 2>&1 || { cat $(RUN_LOG); exit 1; }; \
+	touch $@
+
+# The curated demo slides (written once, in seconds); DEMO=all adds the tests' edge cases.
+RUN_SLIDES := --slides $(DEMO_DIR) $(if $(filter all,$(DEMO)),--slides $(CASES_DIR))
+
+run: $(RUN_STAMP)
+	@$(BIN)/tileserver demo $(DEMO_DIR) $(if $(filter all,$(DEMO)),--cases $(CASES_DIR))
+	@exec $(BIN)/tileserver serve $(RUN_SLIDES) --catalog $(CATALOG) \
+	  --host $(HOST) --port $(PORT) --log-level warning
 
 # Every bench/*_bench.py is a benchmark; each one is bounded to a few minutes.
 BENCH_STAMP := $(VENV)/.installed-bench

@@ -1,86 +1,297 @@
-"""Command line: argv -> settings -> library calls."""
+"""tileserver: serve whole-slide microscopy images (DICOM WSI) to viewers and AI pipelines.
+
+Index slide directories into a catalog, check slides, run the tile server with its
+built-in viewer, write demo slides, or load-test a running server.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from tileserver import __version__
+from tileserver.errors import TileServerError
 from tileserver.settings import Settings
+
+EXAMPLES = """\
+examples:
+  tileserver demo .data/demo                  write three demo slides (a few seconds)
+  tileserver serve --slides .data/demo        serve them; the viewer URL is printed
+  tileserver validate /data/slides/case-17    check slides without a catalog
+  tileserver index /data/slides --json        index a tree and list its slides
+  tileserver loadtest http://127.0.0.1:8000 --duration 30
+
+Run 'tileserver COMMAND --help' for a command's options. Every serve option can also be
+set with its TILESERVER_* environment variable (TILESERVER_SLIDES, TILESERVER_PORT, ...).
+"""
+USAGE_ERROR = 2  # bad arguments or input, as argparse's own errors
+Handler = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """Input the command cannot work on (a missing path): one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with errors on one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return 2
-    return int(handler(args) or 0)
+    """Run one command; returns its exit status (0 success, 1 failure, 2 bad input)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser, commands = _parsers()
+    if not args:
+        parser.print_help(sys.stderr)
+        return USAGE_ERROR
+    name = args[0]
+    if name not in commands:  # --help, --version, or an unknown command: argparse says
+        parser.parse_args(args)
+        return USAGE_ERROR
+    if name == "loadtest":  # its own parser (tileserver.loadtest) reads the rest
+        return _run(name, _loadtest, args[1:])
+    # Intermixed: options may come before, between or after the paths.
+    namespace = commands[name].parse_intermixed_args(args[1:])
+    return _run(name, namespace.handler, namespace)
+
+
+def _run(name: str, handler: Callable[[Any], int], args: Any) -> int:
+    try:
+        return int(handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into e.g. head: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except UsageError as exc:
+        print(f"tileserver {name}: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except _expected_errors() as exc:
+        print(f"tileserver {name}: error: {_reason(exc)}", file=sys.stderr)
+        return 1
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures with a message meant for users (evaluated only when one is raised)."""
+    import sqlite3
+
+    return (TileServerError, OSError, sqlite3.Error)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = exc.filename
+        return f"{where}: {exc.strerror}" if where else exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tileserver", description=__doc__)
-    sub = parser.add_subparsers()
+    """The top-level parser, with one subparser per command."""
+    return _parsers()[0]
 
-    index = sub.add_parser("index", help="index slide trees into the catalog")
-    index.add_argument("dirs", nargs="+", type=Path)
-    index.add_argument("--catalog", type=Path, help="catalog file (env TILESERVER_CATALOG)")
-    index.add_argument("--json", action="store_true", help="print a JSON summary")
-    index.set_defaults(handler=_index)
 
-    validate = sub.add_parser("validate", help="print the validation report of slides")
-    validate.add_argument("paths", nargs="+", type=Path)
-    validate.add_argument("--json", action="store_true")
-    validate.set_defaults(handler=_validate)
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = Parser(
+        prog="tileserver",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tileserver {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    commands = {
+        name: add(sub)
+        for name, add in (
+            ("serve", _add_serve),
+            ("index", _add_index),
+            ("validate", _add_validate),
+            ("demo", _add_demo),
+            ("fixtures", _add_fixtures),
+            ("loadtest", _add_loadtest),
+        )
+    }
+    return parser, commands
 
-    fixtures = sub.add_parser("fixtures", help="write the synthetic test slides")
-    fixtures.add_argument("out_dir", type=Path)
-    fixtures.add_argument("--case", action="append", help="only these cases (repeatable)")
-    fixtures.set_defaults(handler=_fixtures)
 
-    serve = sub.add_parser("serve", help="run the HTTP tile server")
+def _command(sub: Any, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
+def _add_serve(sub: Any) -> argparse.ArgumentParser:
+    serve = _command(
+        sub,
+        "serve",
+        "run the tile server and its viewer",
+        "Serve the slides under --slides over HTTP: native tiles, Deep Zoom, IIIF, DICOMweb\n"
+        "and the built-in viewer. The slides are indexed on start and rescanned every\n"
+        "--rescan-interval seconds; the viewer URL is printed once the port is bound.",
+    )
     add_serve_arguments(serve)
     serve.set_defaults(handler=_serve)
+    return serve
 
-    loadtest = sub.add_parser("loadtest", help="load-test a running server", add_help=False)
-    loadtest.add_argument("rest", nargs=argparse.REMAINDER)
-    loadtest.set_defaults(handler=_loadtest)
-    return parser
+
+def _add_index(sub: Any) -> argparse.ArgumentParser:
+    index = _command(
+        sub,
+        "index",
+        "index slide directories into the catalog",
+        "Read every file under DIR (headers and frame offsets, no pixels) into the catalog\n"
+        "and list the slides found by name, path and UID. Unchanged files are not read\n"
+        "again. 'serve' does the same on start; run this to index ahead of time.",
+    )
+    index.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="slide directory")
+    index.add_argument("--catalog", type=Path, help="catalog file [env TILESERVER_CATALOG]")
+    _add_output_options(index)
+    index.set_defaults(handler=_index)
+    return index
+
+
+def _add_validate(sub: Any) -> argparse.ArgumentParser:
+    validate = _command(
+        sub,
+        "validate",
+        "check slides and report what a viewer would meet",
+        "Index PATH (files or directories) without a catalog and report, per slide: its\n"
+        "levels, offset tables, fragments, transfer syntaxes, absent tiles, optical paths,\n"
+        "focal planes, concatenations, ICC profile and every warning. Exits 1 when no\n"
+        "slide is found.",
+    )
+    validate.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="file or directory")
+    _add_output_options(validate)
+    validate.set_defaults(handler=_validate)
+    return validate
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON (and no progress bar)")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (shown only on a terminal)"
+    )
+
+
+def _add_demo(sub: Any) -> argparse.ArgumentParser:
+    demo = _command(
+        sub,
+        "demo",
+        "write the demo slides",
+        "Write three generated slides into OUT_DIR: a large H&E pyramid (51,200 x 38,400\n"
+        "px), a five-plane Z-stack and a four-channel fluorescence slide. Slides already\n"
+        "written are kept, so a second run returns at once.",
+    )
+    demo.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    demo.add_argument(
+        "--cases", type=Path, metavar="DIR", help="also write the tests' edge cases into DIR"
+    )
+    demo.add_argument("--quiet", "-q", action="store_true", help="print nothing")
+    demo.set_defaults(handler=_demo)
+    return demo
+
+
+def _add_fixtures(sub: Any) -> argparse.ArgumentParser:
+    cases = _command(
+        sub,
+        "fixtures",
+        "write the synthetic test slides (edge cases)",
+        "Write the small synthetic pyramids the tests use, one directory per case: offset\n"
+        "table kinds, codecs, sparse tiles, concatenations and other edge cases.",
+    )
+    cases.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    # Names are checked when the command runs: listing them here would import the
+    # fixtures (numpy, pydicom) for every command, 'serve' included.
+    cases.add_argument(
+        "--case", action="append", metavar="NAME", help="only this case (repeatable)"
+    )
+    cases.set_defaults(handler=_fixtures)
+    return cases
+
+
+def _add_loadtest(sub: Any) -> argparse.ArgumentParser:
+    # Help and options belong to tileserver.loadtest's parser; main() hands it argv.
+    return _command(
+        sub,
+        "loadtest",
+        "load-test a running server (see 'tileserver loadtest --help')",
+        "Drive a running server with viewer-like, random or scanning traffic.",
+    )
+
+
+def _count(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"{value} is not in {bound}")
+        return value
+
+    parse.__name__ = "n"  # the metavar in --help
+    return parse
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+#: One flag per ``Settings`` field (dest = field name); a test keeps the two in step.
+SERVE_FLAGS: list[tuple[str, Callable[[str], Any] | None, str]] = [
+    ("--slides", Path, "directory of slides to serve (repeatable)"),
+    ("--catalog", Path, "catalog file (default ~/.cache/tileserver/catalog.sqlite)"),
+    ("--host", None, "address to listen on (default 127.0.0.1)"),
+    ("--port", _count(0, 65535), "port to listen on, 0 for any free one (default 8000)"),
+    ("--workers", _count(1), "worker processes (default 1)"),
+    ("--server", None, "HTTP server; granian needs the 'fast' extra (default uvicorn)"),
+    ("--redis-url", None, "share derived images between workers and servers through Redis"),
+    ("--cache-bytes", _count(0), "in-process cache of derived images (default 256 MiB)"),
+    ("--rescan-interval", seconds, "seconds between rescans, 0 for never (default 30)"),
+    ("--max-output-pixels", _count(1), "largest image a request may make (default 25,000,000)"),
+    ("--cors-origins", None, "Access-Control-Allow-Origin value (default *)"),
+    ("--forwarded-allow-ips", None, "proxies trusted for X-Forwarded-* (default 127.0.0.1)"),
+    ("--jpeg-quality", _count(1, 100), "quality of the JPEGs the server encodes (default 90)"),
+    ("--convert-to-srgb", None, "convert colour to sRGB with the slide's ICC profile"),
+    ("--max-open-slides", _count(1), "slides kept open per worker (default 64)"),
+    ("--log-level", None, "log level (default info)"),
+    ("--stow-dir", Path, "where STOW-RS stores uploads (default stow/ in the first --slides)"),
+    ("--authorizer", None, "access check MODULE:FACTORY, factory(settings) -> Authorizer"),
+]
+_SERVE_OPTIONS: dict[str, dict[str, Any]] = {
+    "--slides": {"action": "append", "metavar": "DIR"},
+    "--server": {"choices": ("uvicorn", "granian")},
+    "--redis-url": {"metavar": "URL"},
+    "--cors-origins": {"metavar": "ORIGINS"},
+    "--forwarded-allow-ips": {"metavar": "IPS"},
+    "--authorizer": {"metavar": "MODULE:FACTORY"},
+    "--convert-to-srgb": {"action": "store_const", "const": True},
+    "--log-level": {"choices": LOG_LEVELS, "type": str.lower, "metavar": "LEVEL"},
+}
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per ``Settings`` field; each defaults to its TILESERVER_* variable."""
-    parser.add_argument("--slides", action="append", type=Path, help="slide directory (repeatable)")
-    parser.add_argument("--catalog", type=Path)
-    parser.add_argument("--host")
-    parser.add_argument("--port", type=int)
-    parser.add_argument("--workers", type=int)
-    parser.add_argument(
-        "--server",
-        choices=("uvicorn", "granian"),
-        help="ASGI server (granian needs the 'fast' extra)",
-    )
-    parser.add_argument("--redis-url", dest="redis_url")
-    parser.add_argument("--cache-bytes", dest="cache_bytes", type=int)
-    parser.add_argument("--rescan-interval", dest="rescan_interval", type=float)
-    parser.add_argument("--max-output-pixels", dest="max_output_pixels", type=int)
-    parser.add_argument("--cors-origins", dest="cors_origins")
-    parser.add_argument("--forwarded-allow-ips", dest="forwarded_allow_ips")
-    parser.add_argument("--jpeg-quality", dest="jpeg_quality", type=int)
-    parser.add_argument(
-        "--convert-to-srgb", dest="convert_to_srgb", action="store_const", const=True
-    )
-    parser.add_argument("--max-open-slides", dest="max_open_slides", type=int)
-    parser.add_argument("--log-level", dest="log_level")
-    parser.add_argument("--stow-dir", dest="stow_dir", type=Path)
-    parser.add_argument(
-        "--authorizer",
-        help="module:factory of the access check, factory(settings) -> Authorizer "
-        "(default: every request is allowed)",
-    )
+    for flag, kind, text in SERVE_FLAGS:
+        dest = flag[2:].replace("-", "_")
+        options = {"help": f"{text} [TILESERVER_{dest.upper()}]", **_SERVE_OPTIONS.get(flag, {})}
+        if kind is not None:
+            options["type"] = kind
+            options.setdefault("metavar", "PATH" if kind is Path else kind.__name__.upper())
+        parser.add_argument(flag, dest=dest, **options)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -89,91 +300,105 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings.from_env(**overrides)
 
 
-def _index(args: argparse.Namespace) -> int:
-    from tileserver.catalog import Catalog, SlideLibrary
-    from tileserver.report import slide_summary
-
-    settings = settings_from_args(args)
-    catalog = Catalog(settings.catalog)
-    library = SlideLibrary(catalog, args.dirs)
-    progress = _progress_bar(args.json)
-    report = library.refresh() if progress is None else _scan_with_bar(library, progress)
-    roots = [str(r) for r in library.roots]
-    skipped = [{"path": f.path, "reason": f.reason} for f in catalog.skipped(roots)]
-    ids = [sid for sid in catalog.series_files(roots)]
-    slides = [slide_summary(library.get(sid)) for sid in sorted(ids)]
-    if args.json:
-        _print_json({"slides": slides, "skipped": skipped})
-    else:
-        print(
-            f"{len(slides)} slides ({len(report.indexed)} files indexed, {report.unchanged} "
-            f"unchanged, {len(report.removed)} removed), {len(skipped)} files skipped; "
-            f"catalog {settings.catalog}"
-        )
-        for s in skipped:
-            print(f"  skipped {s['path']}: {s['reason']}")
-    return 0
+def _existing(paths: Sequence[Path], what: str = "file or directory") -> list[Path]:
+    """``paths`` if they all exist; else a ``UsageError`` naming the first missing one."""
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"{path}: no such {what}")
+        if what == "directory" and not path.is_dir():
+            raise UsageError(f"{path}: not a directory")
+    return list(paths)
 
 
-def _progress_bar(quiet: bool) -> Any:
-    if quiet or not sys.stderr.isatty():
-        return None
+@contextmanager
+def _progress(args: argparse.Namespace, label: str, total: Callable[[], int]) -> Iterator[Any]:
+    """A per-file progress callback drawing a bar on stderr, or None when the bar would be
+    noise: not a terminal, ``--json`` or ``--no-progress``."""
+    if args.json or args.no_progress or not sys.stderr.isatty():
+        yield None
+        return
     from tqdm import tqdm
 
-    return tqdm(unit=" files", desc="indexing", file=sys.stderr)
-
-
-def _scan_with_bar(library: Any, bar: Any) -> Any:
-    from tileserver.catalog.scanner import scan
-
-    try:
-        report = scan(library.catalog, library.roots, progress=lambda _p: bar.update(1))
-    finally:
-        bar.close()
-    library.sync()
-    return report
-
-
-def _validate(args: argparse.Namespace) -> int:
-    from tileserver.report import render_text, validate
-
-    report = validate(args.paths)
-    if args.json:
-        _print_json(report)
-    else:
-        print(render_text(report))
-    return 0 if report["slides"] else 1
-
-
-def _fixtures(args: argparse.Namespace) -> int:
-    import fixtures
-
-    written = (
-        fixtures.generate_all(args.out_dir)
-        if not args.case
-        else {name: fixtures.CASES[name](args.out_dir / name) for name in args.case}
-    )
-    for name, fixture_set in written.items():
-        print(f"{name}: {fixture_set.directory}")
-    return 0
+    with tqdm(total=total(), desc=label, unit=" files", file=sys.stderr, leave=False) as bar:
+        yield lambda _path: bar.update(1)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from tileserver.http.server import run
 
-    return run(settings_from_args(args))
+    settings = settings_from_args(args)
+    _existing(list(settings.slides), "directory")
+    return run(settings)
 
 
-def _loadtest(args: argparse.Namespace) -> int:
+def _index(args: argparse.Namespace) -> int:
+    from tileserver.catalog import Catalog, SlideLibrary, scan
+    from tileserver.report import files_under, index_summary, render_index
+
+    settings = settings_from_args(args)
+    library = SlideLibrary(Catalog(settings.catalog), _existing(args.dirs))
+    try:
+        with _progress(args, "indexing", lambda: len(files_under(library.roots))) as step:
+            report = scan(library.catalog, library.roots, progress=step)
+        roots = [str(r) for r in library.roots]
+        skipped = [(f.path, f.reason or "") for f in library.catalog.skipped(roots)]
+        files = {"indexed": len(report.indexed), "unchanged": report.unchanged}
+        files["removed"] = len(report.removed)
+        summary = index_summary([library.get(i) for i in library.ids()], skipped, files)
+    finally:
+        library.close()
+    print(_json(summary) if args.json else render_index(summary, settings.catalog))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from tileserver.report import files_under, render_text, validate
+
+    paths = _existing(args.paths)
+    with _progress(args, "validating", lambda: len(files_under(paths))) as step:
+        report = validate(paths, progress=step)
+    if args.json or report["slides"] or report["skipped"]:
+        print(_json(report) if args.json else render_text(report))
+    if not report["slides"]:
+        skipped = len(report["skipped"])
+        where = ", ".join(str(p) for p in paths)
+        print(
+            f"tileserver validate: no slide in {where} ({skipped} files skipped)", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fixtures.demo import write_demo
+
+    say = (lambda _text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
+    write_demo(args.out_dir, cases_dir=args.cases, report=say)
+    return 0
+
+
+def _fixtures(args: argparse.Namespace) -> int:
+    import fixtures
+
+    unknown = sorted(set(args.case or ()) - set(fixtures.CASES))
+    if unknown:
+        raise UsageError(f"unknown case {unknown[0]!r}; cases: {', '.join(sorted(fixtures.CASES))}")
+    written = fixtures.generate_all(args.out_dir, args.case)
+    for name, fixture_set in written.items():
+        print(f"{name}: {fixture_set.directory}")
+    return 0
+
+
+def _loadtest(argv: list[str]) -> int:
     from tileserver.loadtest import main as loadtest_main
 
-    return int(loadtest_main(args.rest))
+    return int(loadtest_main(argv))
 
 
-def _print_json(value: Any) -> None:
+def _json(value: Any) -> str:
     import orjson
 
-    sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
 
 
 if __name__ == "__main__":

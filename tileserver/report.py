@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,14 @@ from tileserver.dicom.series import FrameGrid, SeriesLayout, assemble
 from tileserver.errors import TileServerError
 from tileserver.slide import Slide
 
+Progress = Callable[[Path], None]
+
 
 def slide_summary(slide: Slide) -> dict[str, Any]:
     """The ``index --json`` entry of one slide."""
     return {
         "id": slide.id,
+        "name": slide.name,
         "path": slide.path,
         "levels": [
             {
@@ -35,25 +39,50 @@ def slide_summary(slide: Slide) -> dict[str, Any]:
     }
 
 
-def validate(paths: Sequence[str | Path]) -> dict[str, Any]:
-    """Index ``paths`` (files or trees) without a catalog and report on every series."""
+def files_under(paths: Sequence[str | Path]) -> list[Path]:
+    """Every file ``validate`` or ``index`` reads under ``paths`` (files or trees)."""
+    return [f for root in paths for f in iter_files(Path(root))]
+
+
+def validate(paths: Sequence[str | Path], progress: Progress | None = None) -> dict[str, Any]:
+    """Index ``paths`` (files or trees) without a catalog and report on every series;
+    ``progress`` is called after each file."""
     by_series: dict[str, list[IndexedInstance]] = defaultdict(list)
-    skipped = []
-    for root in paths:
-        for path in iter_files(Path(root)):
-            try:
-                inst = index_instance(path)
-            except (TileServerError, OSError) as exc:
-                skipped.append({"path": str(path), "reason": str(exc)})
-                continue
+    skipped: list[dict[str, str]] = []
+    for path in files_under(paths):
+        inst = _index_or_skip(path, skipped)
+        if progress is not None:
+            progress(path)
+        if inst is not None:
             by_series[inst.header.series_uid].append(inst)
     slides = [_series_report(assemble(instances)) for instances in by_series.values()]
     return {"slides": slides, "skipped": skipped}
 
 
+def _index_or_skip(path: Path, skipped: list[dict[str, str]]) -> IndexedInstance | None:
+    try:
+        return index_instance(path)
+    except (TileServerError, OSError) as exc:
+        skipped.append({"path": str(path), "reason": str(exc)})
+        return None
+
+
+def series_location(files: Sequence[str]) -> tuple[str, str]:
+    """(name, path) of a series: its file, or the directory its files share; the name is
+    the last part without suffix, as the server names slides."""
+    paths = [Path(f) for f in files]
+    if len(paths) == 1:
+        return paths[0].stem, str(paths[0])
+    common = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    return common.name or str(common), str(common)
+
+
 def _series_report(layout: SeriesLayout) -> dict[str, Any]:
+    name, path = series_location([i.path for i in layout.instances])
     return {
         "id": layout.series_uid,
+        "name": name,
+        "path": path,
         "files": [_instance_report(i) for i in layout.instances],
         "levels": [_grid_report(g) for g in layout.levels],
         "associated": {name: _grid_report(g) for name, g in layout.associated.items()},
@@ -119,7 +148,8 @@ def render_text(report: dict[str, Any]) -> str:
     """A human-readable validation report."""
     lines: list[str] = []
     for slide in report["slides"]:
-        lines.append(f"slide {slide['id']}")
+        lines.append(f"slide {slide['name']}: {slide['path']}")
+        lines.append(f"  id {slide['id']}")
         for lv_index, lv in enumerate(slide["levels"]):
             lines.append(
                 f"  level {lv_index}: {lv['width']}x{lv['height']}, tiles "
@@ -144,4 +174,34 @@ def render_text(report: dict[str, Any]) -> str:
         lines.extend(f"  warning: {w}" for w in slide["warnings"])
     for s in report["skipped"]:
         lines.append(f"skipped {s['path']}: {s['reason']}")
+    return "\n".join(lines)
+
+
+def index_summary(
+    slides: Iterable[Slide], skipped: Iterable[tuple[str, str]], files: dict[str, int]
+) -> dict[str, Any]:
+    """The ``index --json`` document: slides, skipped (path, reason) and file counts."""
+    return {
+        "slides": [slide_summary(s) for s in slides],
+        "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
+        "files": files,
+    }
+
+
+def render_index(summary: dict[str, Any], catalog: str | Path) -> str:
+    """A human-readable ``index`` summary: one line per slide, then skipped files."""
+    files = summary["files"]
+    lines = [
+        f"{len(summary['slides'])} slides ({files['indexed']} files indexed, "
+        f"{files['unchanged']} unchanged, {files['removed']} removed), "
+        f"{len(summary['skipped'])} files skipped; catalog {catalog}"
+    ]
+    for slide in summary["slides"]:
+        levels = slide["levels"]
+        size = f"{levels[0]['width']} x {levels[0]['height']} px" if levels else "no levels"
+        lines.append(
+            f"  {slide['name']}: {size}, {len(levels)} levels, path {slide['path']}, "
+            f"id {slide['id']}"
+        )
+    lines.extend(f"  skipped {s['path']}: {s['reason']}" for s in summary["skipped"])
     return "\n".join(lines)
