@@ -8,9 +8,10 @@ tileserver or the test suite. Usage::
 
 ``series.json`` is a list of ``{"name", "study", "series"}``. For each series it opens a
 ``DicomSlide``, then reads every pyramid level whole and one patch that starts off the
-tile grid, plus the label, overview and thumbnail images it finds. Pixels go to
-``OUT_DIR/<name>.npz``; the report (levels, instance UIDs, EZ-WSI's errors by class and
-message) is printed as one JSON object.
+tile grid, the label, overview and thumbnail images it finds, each level whole again
+through EZ-WSI's two other frame paths (``_slide``), and the slide's ICC profile. Pixels
+go to ``OUT_DIR/<name>.npz``; the report (levels, instance UIDs, EZ-WSI's errors by class
+and message) is printed as one JSON object.
 """
 
 from __future__ import annotations
@@ -35,22 +36,22 @@ def _offset_patch(width: int, height: int) -> tuple[int, int, int, int]:
     return x, y, max(1, min(97, width - x)), max(1, min(83, height - y))
 
 
-def _read_level(slide: Any, level: Any, key: str, pixels: dict[str, np.ndarray]) -> dict[str, Any]:
+def _read_level(
+    slide: Any, level: Any, key: str, pixels: dict[str, np.ndarray], whole_only: bool = False
+) -> dict[str, Any]:
     info: dict[str, Any] = {
         "key": key,
         "width": level.width,
         "height": level.height,
-        "frame_width": level.frame_width,
-        "frame_height": level.frame_height,
         "tiled_full": level.tiled_full,
         "instances": [i.dicom_object.path.instance_uid for i in level.instances.values()],
         "patches": [],
     }
+    boxes = [(0, 0, level.width, level.height)]
+    if not whole_only:
+        boxes.append(_offset_patch(level.width, level.height))
     try:
-        for x, y, w, h in [
-            (0, 0, level.width, level.height),
-            _offset_patch(level.width, level.height),
-        ]:
+        for x, y, w, h in boxes:
             patch = slide.get_patch(level, x, y, w, h).image_bytes()
             pixels[f"{key}/{x}/{y}/{w}/{h}"] = np.asarray(patch)
             info["patches"].append([x, y, w, h])
@@ -59,22 +60,47 @@ def _read_level(slide: Any, level: Any, key: str, pixels: dict[str, np.ndarray])
     return info
 
 
+def _slide(dwi: Any, path: Any, mode: str) -> Any:
+    """``client``: EZ-WSI decodes stored frames (its default); ``server``: it asks for
+    frames transcoded to Explicit VR Little Endian; ``cache``: its slide frame cache, which
+    downloads whole instances and cuts frames out itself."""
+    slide = dicom_slide.DicomSlide(
+        dwi, path, enable_client_slide_frame_decompression=mode != "server"
+    )
+    if mode == "cache":
+        slide.init_slide_frame_cache()
+    return slide
+
+
+def _read_mode(dwi: Any, path: Any, mode: str, pixels: dict[str, np.ndarray]) -> list[Any]:
+    slide = _slide(dwi, path, mode)
+    return [_read_level(slide, lv, f"{mode}{lv.level_index}", pixels, True) for lv in slide.levels]
+
+
 def _read_series(base: str, item: dict[str, str], out: Path) -> dict[str, Any]:
     dwi = dicom_web_interface.DicomWebInterface(credential_factory.NoAuthCredentialsFactory())
     path = dicom_path.FromString(f"{base}/studies/{item['study']}/series/{item['series']}")
     try:
-        slide = dicom_slide.DicomSlide(dwi, path, enable_client_slide_frame_decompression=True)
+        slide = _slide(dwi, path, "client")
     except Exception as exc:
         return {"name": item["name"], "error": _error(exc)}
     pixels: dict[str, np.ndarray] = {}
-    levels = [_read_level(slide, lv, f"level{lv.level_index}", pixels) for lv in slide.levels]
-    associated = []
-    for name in ("label", "overview", "thumbnail"):
-        level = getattr(slide, name)
-        if level is not None:
-            associated.append(_read_level(slide, level, name, pixels))
+    report: dict[str, Any] = {"name": item["name"]}
+    report["levels"] = [
+        _read_level(slide, lv, f"level{lv.level_index}", pixels) for lv in slide.levels
+    ]
+    report["associated"] = [
+        _read_level(slide, getattr(slide, name), name, pixels)
+        for name in ("label", "overview", "thumbnail")
+        if getattr(slide, name) is not None
+    ]
+    report["modes"] = {mode: _read_mode(dwi, path, mode, pixels) for mode in ("server", "cache")}
+    try:
+        pixels["icc"] = np.frombuffer(slide.get_icc_profile_bytes(), np.uint8)
+    except Exception as exc:
+        report["icc_error"] = _error(exc)
     np.savez(out / f"{item['name']}.npz", **pixels)
-    return {"name": item["name"], "levels": levels, "associated": associated}
+    return report
 
 
 def main() -> int:

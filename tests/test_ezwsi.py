@@ -5,7 +5,8 @@ in its own virtual environment (``isolated_venv``: its unpinned numpy, pydicom a
 must not move ours), in a subprocess (``ezwsi_driver.py``), against a real tileserver
 over a socket. For every fixture case and every real DICOM slide it opens a
 ``DicomSlide``, reads each pyramid level whole plus one patch off the tile grid, and the
-label, overview and thumbnail images.
+label, overview and thumbnail images; then each level again through EZ-WSI's server-side
+transcoding and its slide frame cache, and the slide's ICC profile.
 
 Oracle: wsidicom reading the same files (mean |difference| <= 1 per sample). EZ-WSI reads
 the first frames of an instance, which in TILED_FULL order are the first focal plane of
@@ -24,7 +25,7 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ import pydicom
 import pytest
 from isolated_venv import isolated_python
 from PIL import Image
+from pydicom.dataset import Dataset
 from serverproc import ServerProcess
 from wsidicom import WsiDicom
 
@@ -63,6 +65,13 @@ LEVEL_FAILS = {
         "UnsupportedPixelFormatError",
         "Pixel format not supported. BITS_ALLOCATED = 16",
     ),
+}
+
+#: Levels one of EZ-WSI's other frame paths cannot read, by (path, series).
+_CACHE_SPLIT = ("OSError", "image file is truncated")  # one fragment per frame assumed
+MODE_FAILS = {
+    ("cache", "jpeg_multifragment_bot"): _CACHE_SPLIT,
+    ("cache", "jpeg_multifragment_nobot"): _CACHE_SPLIT,
 }
 
 
@@ -133,17 +142,31 @@ def ez_run(tmp_path_factory: pytest.TempPathFactory, fixture_dir: dict) -> Itera
 # -- oracles -------------------------------------------------------------------------------
 
 
-def _headers(paths: tuple[Path, ...]) -> tuple[dict[str, str], set[str]]:
-    """SOP Instance UID -> its first optical path's identifier; the associated kinds."""
-    optical_paths, kinds = {}, set()
+@dataclass
+class Headers:
+    """What the oracle needs from the files' headers."""
+
+    #: SOP Instance UID -> the identifier of the instance's first optical path.
+    optical_paths: dict[str, str] = field(default_factory=dict)
+    #: label, overview, thumbnail: the associated images present.
+    kinds: set[str] = field(default_factory=set)
+    #: Every ICC profile in the files (optical path sequences or top level).
+    icc_profiles: set[bytes] = field(default_factory=set)
+
+
+def _headers(paths: list[Path]) -> Headers:
+    found = Headers()
     for path in paths:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        sequence = ds.get("OpticalPathSequence") or [{}]
-        optical_paths[ds.SOPInstanceUID] = str(getattr(sequence[0], "OpticalPathIdentifier", ""))
+        sequence = ds.get("OpticalPathSequence") or [Dataset()]
+        found.optical_paths[ds.SOPInstanceUID] = str(sequence[0].get("OpticalPathIdentifier", ""))
         image_type = list(ds.get("ImageType", []))
         if len(image_type) > 2 and image_type[2] in ("LABEL", "OVERVIEW", "THUMBNAIL"):
-            kinds.add(image_type[2].lower())
-    return optical_paths, kinds
+            found.kinds.add(image_type[2].lower())
+        for item in [ds, *sequence]:
+            if "ICCProfile" in item:
+                found.icc_profiles.add(bytes(item.ICCProfile))
+    return found
 
 
 def _wsidicom_patch(wsi: WsiDicom, level: dict[str, Any], box: list[int], path: str) -> Any:
@@ -191,7 +214,7 @@ class Oracle:
         self.target, self.fs = target, target.fixture
         paths = [p for p in target.paths if p.name not in self._copies()]
         self.wsi = WsiDicom.open(paths) if self._use_wsidicom() else None
-        self.optical_paths, self.kinds = _headers(tuple(paths))
+        self.headers = _headers(paths)
         self._whole: dict[str, Any] = {}
 
     def _copies(self) -> set[str]:
@@ -212,7 +235,7 @@ class Oracle:
     def patch(self, level: dict[str, Any], box: list[int]) -> Any:
         x, y, w, h = box
         if self.wsi is not None:
-            path = self.optical_paths[level["instances"][0]]
+            path = self.headers.optical_paths[level["instances"][0]]
             return _wsidicom_patch(self.wsi, level, box, path)
         return self.whole(level)[y : y + h, x : x + w]
 
@@ -265,12 +288,40 @@ def _check_levels(run: EzRun, name: str, oracle: Oracle) -> None:
 
 def _check_associated(run: EzRun, name: str, oracle: Oracle) -> None:
     report, pixels = run.reports[name], run.pixels(name)
-    assert {image["key"] for image in report["associated"]} == oracle.kinds
+    assert {image["key"] for image in report["associated"]} == oracle.headers.kinds
     for image in report["associated"]:
         assert "error" not in image, image["error"]
         whole = [0, 0, image["width"], image["height"]]
         ours = pixels["/".join([image["key"], *map(str, whole)])]
         _assert_close(ours, oracle.associated(image), image["key"])
+
+
+def _check_modes(run: EzRun, name: str, oracle: Oracle) -> None:
+    """Each level whole through EZ-WSI's server-transcoding and frame-cache paths."""
+    report, pixels = run.reports[name], run.pixels(name)
+    for mode, levels in report["modes"].items():
+        assert len(levels) == len(report["levels"]), mode
+        for level in levels:
+            reason = LEVEL_FAILS.get(name) or MODE_FAILS.get((mode, name))
+            if reason is not None:
+                _assert_fails(level, reason)
+                continue
+            assert "error" not in level, (mode, level["error"])
+            (box,) = level["patches"]
+            ours = pixels["/".join([level["key"], *map(str, box)])]
+            _assert_close(ours, oracle.patch(level, box), f"{mode}: {level['key']}")
+
+
+def _check_icc(run: EzRun, name: str, oracle: Oracle) -> None:
+    """EZ-WSI finds the ICC profile (by the BulkDataURI in QIDO results, else by
+    downloading an instance): one of the files' profiles, or none when they have none."""
+    report, pixels = run.reports[name], run.pixels(name)
+    assert "icc_error" not in report, report["icc_error"]
+    icc = pixels["icc"].tobytes()
+    if oracle.headers.icc_profiles:
+        assert icc in oracle.headers.icc_profiles
+    else:
+        assert icc == b""
 
 
 def _check(run: EzRun, name: str) -> None:
@@ -282,6 +333,8 @@ def _check(run: EzRun, name: str) -> None:
     oracle = Oracle(run.targets[name])
     _check_levels(run, name, oracle)
     _check_associated(run, name, oracle)
+    _check_modes(run, name, oracle)
+    _check_icc(run, name, oracle)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

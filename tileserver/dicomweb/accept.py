@@ -197,14 +197,18 @@ def _dicom_matches(entry: AcceptEntry, stored: set[str]) -> bool:
     return wanted in (None, "*") or {wanted} == stored
 
 
-def negotiate_dicom(entries: list[AcceptEntry], stored: set[str]) -> None:
-    """Whole instances are sent as stored: accept when some entry allows that."""
+def negotiate_dicom(entries: list[AcceptEntry], stored: set[str]) -> bool:
+    """Whole instances are sent as stored: accept when some entry allows that. False when
+    the preferred entry is a bare ``application/dicom`` (one instance sent as is, as Google's
+    store does for EZ-WSI's downloads); True for multipart/related."""
     accepted, exclusions = _split_q(entries)
     hit = functools.partial(_dicom_matches, stored=stored)
-    if not any(hit(e) and not _excluded(exclusions, e, DICOM, hit) for e in accepted):
-        raise NotAcceptableError(
-            f"instances are available only as application/dicom in {', '.join(sorted(stored))}"
-        )
+    for entry in accepted:
+        if hit(entry) and not _excluded(exclusions, entry, DICOM, hit):
+            return entry.media_type != DICOM
+    raise NotAcceptableError(
+        f"instances are available only as application/dicom in {', '.join(sorted(stored))}"
+    )
 
 
 def negotiate_bulk(entries: list[AcceptEntry]) -> bool:

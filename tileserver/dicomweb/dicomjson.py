@@ -68,6 +68,21 @@ def _typed(vr: str, value: object) -> object:
     return str(value)
 
 
+def absolute_bulk_uris(value: Any, instance_url: str) -> Any:
+    """``value`` with each stored relative ``bulk/<tag>`` BulkDataURI, at any depth, made
+    absolute under ``instance_url`` (clients fetch them as they are, e.g. EZ-WSI's ICC)."""
+    if isinstance(value, dict):
+        return {
+            key: f"{instance_url}/{item}"
+            if key == "BulkDataURI" and isinstance(item, str) and item.startswith("bulk/")
+            else absolute_bulk_uris(item, instance_url)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [absolute_bulk_uris(item, instance_url) for item in value]
+    return value
+
+
 def first_value(dataset: JsonDataset, tag: str) -> Any:
     values = dataset.get(tag, {}).get("Value") or [None]
     return values[0]

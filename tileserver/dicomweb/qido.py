@@ -28,6 +28,7 @@ from tileserver.dicomweb.dicomjson import (
     SOP_INSTANCE_UID,
     STUDY_UID,
     JsonDataset,
+    absolute_bulk_uris,
     element,
     keyword_of,
     tag_of,
@@ -371,7 +372,7 @@ def _stored_json(catalog: Catalog, path: str) -> JsonDataset:
 
 
 def _plain(value: dict[str, Any]) -> bool:
-    """Not bulk data: QIDO results carry no BulkDataURIs."""
+    """Not bulk data itself (bulk values inside a sequence keep absolute BulkDataURIs)."""
     return "BulkDataURI" not in value and "InlineBinary" not in value
 
 
@@ -399,7 +400,12 @@ def _instance(catalog: Catalog, row: sqlite3.Row, query: Query, base: str) -> Js
     stored: JsonDataset = orjson.loads(row["dataset_json"])
     header = orjson.loads(row["header"])
     wanted = set(stored) if query.include_all else set(INSTANCE_FIELDS) | set(query.include)
-    out = {t: stored[t] for t in sorted(wanted) if t in stored and _plain(stored[t])}
+    url = f"{base}/studies/{row['study_uid']}/series/{row['series_uid']}/instances/{row['k']}"
+    out = {
+        t: absolute_bulk_uris(stored[t], url)
+        for t in sorted(wanted)
+        if t in stored and _plain(stored[t])
+    }
     out[SOP_CLASS_UID] = element(SOP_CLASS_UID, VL_WSI)
     out[SOP_INSTANCE_UID] = element(SOP_INSTANCE_UID, row["k"])
     out[STUDY_UID] = element(STUDY_UID, row["study_uid"])
@@ -410,6 +416,5 @@ def _instance(catalog: Catalog, row: sqlite3.Row, query: Query, base: str) -> Js
         # File meta is not in the stored dataset; cloud stores answer it (EZ-WSI needs it).
         out[FILE_TRANSFER_SYNTAX] = element(FILE_TRANSFER_SYNTAX, header["transfer_syntax"])
     out[INSTANCE_AVAILABILITY] = element(INSTANCE_AVAILABILITY, "ONLINE")
-    url = f"{base}/studies/{row['study_uid']}/series/{row['series_uid']}/instances/{row['k']}"
     out[RETRIEVE_URL] = element(RETRIEVE_URL, url)
     return out

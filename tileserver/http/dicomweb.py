@@ -138,9 +138,15 @@ async def metadata(request: Request) -> Response:
 
 @_deferred
 async def retrieve(request: Request) -> Response:
-    """Whole instances as multipart/related; type="application/dicom", streamed from disk."""
+    """Whole instances as multipart/related; type="application/dicom", streamed from disk
+    (one instance asked for as bare application/dicom is sent bare)."""
+    from tileserver.dicomweb.instances import iter_file
+
     refs = await _refs(request)
-    accept.negotiate_dicom(_accepted(request), {r.header.transfer_syntax for r in refs})
+    multipart = accept.negotiate_dicom(_accepted(request), {r.header.transfer_syntax for r in refs})
+    if not multipart and len(refs) == 1:
+        media = f"{accept.DICOM}; transfer-syntax={refs[0].header.transfer_syntax}"
+        return StreamingResponse(iter_file(refs[0].path), media_type=media)
     boundary = new_boundary()
     media = content_type(boundary, accept.DICOM)
     return StreamingResponse(_dicom_parts(refs, boundary), media_type=media)
