@@ -52,12 +52,13 @@
     if (!item) {
       return null;
     }
+    // Where the view is heading, so a plane switch mid-animation keeps the place asked for.
     var vp = viewer.viewport;
-    var centre = item.viewportToImageCoordinates(vp.getCenter(true));
+    var centre = item.viewportToImageCoordinates(vp.getCenter(false));
     return {
       x: centre.x,
       y: centre.y,
-      zoom: item.viewportToImageZoom(vp.getZoom(true)),
+      zoom: item.viewportToImageZoom(vp.getZoom(false)),
       plane: plane
     };
   }
