@@ -2,7 +2,8 @@
 
 One synthetic level of 224x224 = 50,176 JPEG frames of 256 px (``bench/serving_data.py``)
 is served by
-* nginx: the same frame bytes as static files (the ceiling);
+* nginx: the same frame bytes as static files, tuned as its users tune it (sendfile with
+  tcp_nopush, ``bench/baselines.py``): the ceiling;
 * a bare handler returning slices of the memory-mapped file (``bench/bare_app.py``), on
   uvicorn and granian (ASGI), and on granian's RSGI interface: the ceiling of a Python
   handler on each server;
@@ -11,12 +12,14 @@ is served by
   composed DZI tiles one level down (cold-cache "miss" and repeated "hit" passes);
 * IIPImage (``iipsrv`` behind nginx) on a libvips pyramidal TIFF of the same pixels;
 * OpenSlide ``DeepZoomGenerator`` behind Starlette (``bench/openslide_app.py``).
-Every server gets 2 worker processes on a loopback port and runs alone. Load: ``wrk``
-(``bench/wrk.py``), random tiles, 1 s warm-up then 5 s per point at 1, 32 and 128
-connections (c=32, where the targets are set, three times: medians). The batch endpoint
-against single-tile requests runs on the uvicorn tileserver. The stored-tile share
-targets come from paired rounds (``run_paired``): nginx, the bare handlers and tileserver
-all started, loaded in turn at c=32, the share taken within each round. Cold starts
+Every server gets 2 worker processes on a loopback port and runs alone. Load: ``wrk -t2``
+(``bench/wrk.py``) over a shuffled list of every tile, 1 s warm-up then 5 s per point at
+1, 32 and 128 connections (c=32, where the targets are set, three times: medians). The
+batch endpoint against single-tile requests runs on the uvicorn tileserver. The
+stored-tile share targets come from paired rounds (``bench/paired.py``): nginx, the bare
+handlers and tileserver all started, loaded in turn at c=32 for 6 s, the share taken
+within each round. With ``--before-ref GIT_REF``, tileserver at that ref (a git worktree)
+and the working tree are compared the same way (``bench/before_after.py``). Cold starts
 (``bench/coldstart.py``) run last, as they drop the page cache. Results, plot and target
 verdicts go to the ``serving`` section of ``docs/benchmarks.md``.
 Run: ``make bench`` or ``python -m bench.serving_bench [--help]``.
@@ -25,7 +28,6 @@ Run: ``make bench`` or ``python -m bench.serving_bench [--help]``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import random
 import signal
@@ -40,7 +42,7 @@ from typing import TypeVar
 
 import httpx
 
-from bench import coldstart, wrk
+from bench import before_after, coldstart, wrk
 from bench.baselines import (
     Processes,
     ensure_debian_packages,
@@ -52,17 +54,11 @@ from bench.baselines import (
     start_tileserver,
     supports_server_option,
 )
+from bench.batch_compare import batch_vs_single
+from bench.paired import ORDER, check_tile, line, nginx_template, run_before_after, run_paired
 from bench.report import warm_file
-from bench.serving_data import (
-    ServingData,
-    Template,
-    bare_path,
-    grid_paths,
-    prepare,
-    stored_path,
-)
+from bench.serving_data import ServingData, Template, bare_path, grid_paths, prepare, stored_path
 from bench.serving_report import TARGET_CONNECTIONS, Point, Run, write_doc
-from tileserver.client import TileClient
 
 T = TypeVar("T")
 #: DZI tiles at the level below the top, each composed from 2x2 stored frames.
@@ -104,7 +100,8 @@ class Bench:
     def sweep(
         self, key: str, name: str, url: str, template: Template, expected: bytes | None
     ) -> None:
-        """Random stored tiles at every concurrency, after checking one response."""
+        """Stored tiles (a shuffled list of every tile) at every concurrency, after checking
+        one response."""
         problem = check_tile(url + template(1, 1), expected)
         if problem is not None:
             self.notes.append(f"{name} skipped: {problem}")
@@ -115,9 +112,9 @@ class Bench:
             repeats = self.args.repeats if connections == TARGET_CONNECTIONS else 1
             results = []
             for seed in range(1, repeats + 1):
-                self.warm(url, paths)
-                results.append(self.load(url, paths, connections, seed=seed))
-                print(f"{name:>42} c={connections:<3} {_line(results[-1])}", flush=True)
+                self.warm(url, paths, order=ORDER)
+                results.append(self.load(url, paths, connections, seed=seed, order=ORDER))
+                print(f"{name:>42} c={connections:<3} {line(results[-1])}", flush=True)
             kept = wrk.median(results)
             run.points.append(Point(connections, kept, tuple(r.rps for r in results)))
         self.stored.append(run)
@@ -152,7 +149,7 @@ class Bench:
         self.composed.append(Run(key, name, "miss", [Point(c, miss)], tiles=len(fresh)))
         self.composed.append(Run(key, name, "hit", [Point(c, hit)], len(seen), counts))
         for kind, result in (("miss", miss), ("hit", hit)):
-            print(f"{name:>30} {kind:<4} c={c:<3} {_line(result)}", flush=True)
+            print(f"{name:>30} {kind:<4} c={c:<3} {line(result)}", flush=True)
 
     def fill_cache(
         self, name: str, url: str, paths: Path, c: int, count: bool
@@ -173,31 +170,13 @@ class Bench:
         return (hits, misses) if count else None
 
 
-def _line(r: wrk.WrkResult) -> str:
-    return f"{r.rps:>8.0f} req/s p50 {r.p50_ms:.2f} p99 {r.p99_ms:.2f} ms errors {r.errors}"
-
-
-def check_tile(url: str, expected: bytes | None) -> str | None:
-    """None when ``url`` answers 200 with a JPEG (byte-identical to ``expected`` if given)."""
-    try:
-        response = httpx.get(url, timeout=30)
-    except httpx.HTTPError as exc:
-        return str(exc)
-    if response.status_code != 200 or not response.content.startswith(b"\xff\xd8"):
-        return f"{response.status_code} {response.headers.get('content-type')}"
-    if expected is not None and response.content != expected:
-        return "bytes differ from the stored frame"
-    return None
-
-
 def run_nginx_and_bare(bench: Bench) -> None:
     level, expected = bench.data.level, bench.data.level.expected(1, 1)
     if have("nginx"):
         with Processes() as procs:
-            url = start_nginx(procs, bench.work, bench.data.static).url
-            bench.sweep(
-                "nginx", "nginx (static files)", url, lambda c, r: f"/tiles/{c}_{r}.jpg", expected
-            )
+            files = level.grid * level.grid
+            url = start_nginx(procs, bench.work, bench.data.static, files=files).url
+            bench.sweep("nginx", "nginx (static files)", url, nginx_template, expected)
     bare = [(s, f"bare ASGI handler ({s})") for s in bench.args.servers]
     if "granian" in bench.args.servers:  # tileserver runs on granian's RSGI interface
         bare.append(("granian-rsgi", "bare RSGI handler (granian)"))
@@ -242,42 +221,6 @@ def run_tileserver(bench: Bench, server: str) -> str | None:
     return slide_id
 
 
-def run_paired(bench: Bench) -> None:
-    """nginx, the bare handlers and tileserver on each server, all started and loaded in
-    turn at c=32, ``--paired-rounds`` times: a share of nginx is taken within each round,
-    so a machine whose speed drifts over the benchmark (these VMs do) does not skew it."""
-    level, expected = bench.data.level, bench.data.level.expected(1, 1)
-    with Processes() as procs:
-        servers: list[tuple[str, str, Template]] = []
-        if have("nginx"):
-            url = start_nginx(procs, bench.work, bench.data.static).url
-            servers.append(("nginx", url, lambda c, r: f"/tiles/{c}_{r}.jpg"))
-        bare = [*bench.args.servers, *(["granian-rsgi"] if "granian" in bench.args.servers else [])]
-        for server in bare:
-            url = start_bare(
-                procs, server, level.path, bench.data.spans, level.grid, bench.work
-            ).url
-            servers.append((f"bare-{server}", url, bare_path))
-        for server in bench.args.servers:
-            work = bench.work / f"ts-{server}"
-            url = start_tileserver(procs, level.path.parent, work, server).url
-            slide_id = httpx.get(url + "/slides").json()["slides"][0]["id"]
-            servers.append((f"ts-{server}", url, stored_path(slide_id)))
-        loads = []
-        for key, url, template in servers:
-            problem = check_tile(url + template(1, 1), expected)
-            if problem is not None:
-                bench.notes.append(f"paired rounds: {key} skipped: {problem}")
-                continue
-            loads.append((key, url, bench.grid_paths(f"paired-{key}", template)))
-        for round_ in range(1, bench.args.paired_rounds + 1):
-            for key, url, paths in loads:
-                bench.warm(url, paths)
-                result = bench.load(url, paths, TARGET_CONNECTIONS, seed=round_)
-                bench.paired.setdefault(key, []).append(result)
-                print(f"paired round {round_} {key:>22} {_line(result)}", flush=True)
-
-
 def run_iipimage(bench: Bench) -> None:
     tiff = bench.data.tiff
     if tiff is None or not (have("iipsrv") and have("nginx")):
@@ -302,69 +245,6 @@ def run_openslide(bench: Bench) -> None:
 
 def _openslide(z: int) -> Template:
     return lambda c, r: f"/tiles/{z}/{c}_{r}.jpeg"
-
-
-def batch_vs_single(url: str, slide_id: str, limit: int, tile_size: int) -> list[list[str]]:
-    """Tiles per second over the first ``limit`` level-0 tiles: single requests against
-    batches, stored bytes and then decoded pixels (npy both ways; the tile URL has no npy,
-    so a decoded single is the tile's rectangle from ``/region``)."""
-    with TileClient(url, max_connections=8) as client:
-        addresses = client.tile_addresses(slide_id, 0, False)[:limit]
-        stored_url = stored_path(slide_id)
-        t = tile_size
-
-        def region_url(c: int, r: int) -> str:
-            return (
-                f"/slides/{slide_id}/region?level=0&x={c * t}&y={r * t}"
-                f"&width={t}&height={t}&format=npy"
-            )
-
-        async def singles(n: int, template: Template) -> float:
-            limits = httpx.Limits(max_connections=8)
-            async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
-                queue = list(addresses[:n])
-                start = time.perf_counter()
-
-                async def worker() -> None:
-                    while queue:
-                        a = queue.pop()
-                        (await http.get(template(a.col, a.row))).raise_for_status()
-
-                await asyncio.gather(*(worker() for _ in range(8)))
-                return n / (time.perf_counter() - start)
-
-        def timed(fn: Callable[[], int]) -> float:
-            start = time.perf_counter()
-            n = fn()
-            return n / (time.perf_counter() - start)
-
-        def raw() -> int:
-            for i in range(0, len(addresses), 64):
-                client.read_stored(slide_id, addresses[i : i + 64])
-            return len(addresses)
-
-        def npy() -> int:
-            n = 0
-            for batch in client.iter_tiles(slide_id, batch_size=64, tissue_only=False):
-                n += len(batch)
-                if n >= len(addresses):
-                    break
-            return n
-
-        stored = asyncio.run(singles(len(addresses), stored_url))
-        decoded = asyncio.run(singles(min(256, len(addresses)), region_url))
-        raw_rate, npy_rate = timed(raw), timed(npy)
-    single_npy = "single GET /region ?format=npy, one tile decoded (8 in flight)"
-    return [
-        ["single GET, stored bytes (8 in flight)", f"{stored:,.0f}", "1.0x"],
-        ["batch raw, 64 per request (sequential)", f"{raw_rate:,.0f}", f"{raw_rate / stored:.1f}x"],
-        [single_npy, f"{decoded:,.0f}", "1.0x"],
-        [
-            "batch npy via iter_tiles, 64 per request (4 in flight)",
-            f"{npy_rate:,.0f}",
-            f"{npy_rate / decoded:.1f}x",
-        ],
-    ]
 
 
 def warm_page_cache(data: ServingData) -> None:
@@ -435,33 +315,73 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=5,
         help=f"interleaved c={TARGET_CONNECTIONS} rounds behind the stored-tile shares",
     )
+    parser.add_argument(
+        "--paired-duration",
+        type=float,
+        default=6.0,
+        help="seconds of each paired-round load (after a --warmup)",
+    )
+    parser.add_argument(
+        "--before-ref",
+        metavar="GIT_REF",
+        help="also compare stored tiles of tileserver at GIT_REF (a git worktree) with the "
+        "working tree, in paired rounds on uvicorn and granian",
+    )
+    parser.add_argument(
+        "--after-ref",
+        metavar="GIT_REF",
+        help="with --before-ref: the after side at GIT_REF instead of the working tree",
+    )
+    parser.add_argument(
+        "--before-after-only",
+        action="store_true",
+        help="with --before-ref: run only that comparison (a few minutes)",
+    )
     parser.add_argument("--cold-runs", type=int, default=3, help="cold starts per case")
     parser.add_argument("--hit-tiles", type=int, default=1000)
     parser.add_argument("--batch-tiles", type=int, default=4096)
     parser.add_argument("--no-install", action="store_true", help="never run apt-get")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if (args.after_ref or args.before_after_only) and not args.before_ref:
+        parser.error("--after-ref and --before-after-only need --before-ref")
+    return args
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through every ``with Processes()``
 
 
+def compare_trees(bench: Bench) -> None:
+    """The before/after comparison (``--before-ref``), written to its own section."""
+    compared = guarded(bench, "before/after", run_before_after, bench)
+    if compared is not None:
+        args = bench.args
+        before_after.write(compared, args.paired_rounds, args.paired_duration, bench.notes)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
-    tools = ["nginx", "vips", "iipsrv", "wrk"]
+    only = args.before_after_only
+    tools = ["nginx", "wrk"] if only else ["nginx", "vips", "iipsrv", "wrk"]
     problems = {} if args.no_install else ensure_debian_packages(tools)
     if not have("wrk"):
         print("serving bench skipped: wrk is not installed (Debian package wrk)")
         return 0
     args.servers = ["uvicorn", "granian"] if supports_server_option() else ["uvicorn"]
     started = time.perf_counter()
-    data = prepare(args.grid)
+    data = prepare(args.grid, want_tiff=not only)
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         bench = Bench(args, data, Path(tmp))
         bench.notes += [f"{t}: {p}" for t, p in problems.items()] + list(data.notes)
-        cold = run_all(bench)
-    write_doc(bench, cold, time.perf_counter() - started)
+        if only:
+            warm_page_cache(data)
+        else:
+            cold = run_all(bench)
+        if args.before_ref:
+            compare_trees(bench)
+    if not only:
+        write_doc(bench, cold, time.perf_counter() - started)
     return 0
 
 

@@ -63,11 +63,12 @@ def stored_path(slide_id: str) -> Template:
     return lambda c, r: f"/slides/{slide_id}/tiles/0/{c}/{r}"
 
 
-def prepare(grid: int, tiff_timeout: float = 600) -> ServingData:
+def prepare(grid: int, tiff_timeout: float = 600, want_tiff: bool = True) -> ServingData:
+    """The level, its static files and frame spans; with ``want_tiff``, the pyramidal TIFF."""
     level = ensure_level(SERVING / f"dicom-{grid}", grid, extended_offset_table=True)
     notes = []
     tiff = SERVING / f"pyramid-{grid}.tif"
-    if not tiff.exists() and have("vips"):
+    if want_tiff and not tiff.exists() and have("vips"):
         start = time.perf_counter()
         try:
             write_tiff(level, tiff, tiff_timeout)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.baselines import WORKERS, nginx_file_cache
+from bench.cold_report import cold_table, cold_targets
 from bench.coldstart import ColdStart
 from bench.report import ROOT, markdown_table, section_preamble, update_section
+from bench.serving_plot import plot
 from bench.wrk import WrkResult
 
 if TYPE_CHECKING:
@@ -185,35 +187,6 @@ def composed_targets(bench: Bench, server: str) -> list[str]:
     return lines
 
 
-def cold_targets(cold: Sequence[ColdStart]) -> list[str]:
-    target = "First tile after a cold start < 200 ms"
-    cases = [case for case in cold if case.catalog == "built"]
-    if not cases:
-        return [f"{target}: not measured (no cold starts run)"]
-    lines = []
-    for case in cases:
-        label = f"{target} ({case.server}, {case.workers} worker(s), catalog built)"
-        if not case.page_cache_dropped:
-            lines.append(f"{label}: not measured (page cache not dropped)")
-        elif case.failures:
-            lines.append(f"{label}: **not met** ({len(case.failures)} failed starts)")
-        else:
-            ok = case.median_ms < 200
-            floor = next(
-                (
-                    f.median_ms
-                    for f in cold
-                    if f.catalog == "hello"
-                    and f.runs_ms
-                    and (f.server, f.workers) == (case.server, case.workers)
-                ),
-                None,
-            )
-            beside = f" (the server's own floor: {floor:.0f} ms)" if floor is not None else ""
-            lines.append(f"{label}: median {case.median_ms:.0f} ms{beside}, {_verdict(ok)}.")
-    return lines
-
-
 def targets(bench: Bench, cold: Sequence[ColdStart]) -> list[str]:
     lines = stored_targets(bench)
     for server in bench.args.servers:
@@ -236,9 +209,43 @@ def calibration(bench: Bench) -> list[str]:
     measured = ", ".join(f"{share:.1%} on {label}" for label, share in shares.items())
     return [
         f"- Calibration: the bare handler reached {measured} of nginx's "
-        f"{nginx:,.0f} req/s at c={c} (the targets were set from ~47k req/s for nginx, and "
-        "~29% on uvicorn, ~47% on granian for the bare ASGI handler)."
+        f"{nginx:,.0f} req/s at c={c} (the targets were set from ~47k req/s for an nginx "
+        "without `tcp_nopush`, and ~29% on uvicorn, ~47% on granian for the bare ASGI "
+        "handler; see 'Baseline fix' below)."
     ]
+
+
+def ceiling(bench: Bench) -> list[str]:
+    """The ceiling stated plainly: nginx's paired-round median and what each server gets."""
+    nginx = bench.paired.get("nginx", [])
+    if not nginx:
+        return []
+    rps = statistics.median(r.rps for r in nginx)
+    p99 = statistics.median(r.p99_ms for r in nginx)
+    shares = [
+        f"{PAIRED_LABELS.get(key, key)} {statistics.median(paired_shares(bench, key)):.1%}"
+        for key in bench.paired
+        if key != "nginx" and paired_shares(bench, key)
+    ]
+    return [
+        f"- Ceiling: nginx served {rps:,.0f} stored tiles/s at c={TARGET_CONNECTIONS} "
+        f"(median of {len(nginx)} paired rounds, p99 {p99:.2f} ms, wrk on the same 2 cores); "
+        f"share of it per round, median: {', '.join(shares)}."
+    ]
+
+
+def nginx_setup(files: int) -> str:
+    _, cached = nginx_file_cache(files)
+    cache = (
+        f"an open-file cache of {cached:,} files"
+        if cached
+        else "no open-file cache (the tiles outnumber the descriptor limit, and a partial "
+        "cache measured slower)"
+    )
+    return (
+        f"`worker_processes {WORKERS}`, `sendfile` with `tcp_nopush`, no access log, "
+        f"`keepalive_requests 1000000`, {cache}"
+    )
 
 
 def stored_table(bench: Bench) -> str:
@@ -289,70 +296,6 @@ def composed_table(bench: Bench) -> str:
     return markdown_table(header, rows)
 
 
-CATALOG_LABELS = {
-    "built": "built (restart)",
-    "empty": "empty (first index)",
-    "hello": "— (`bench/hello_app.py`: the server's own floor)",
-    "none": "— (`python -c` importing the app's numpy, Pillow, pydicom, Starlette)",
-}
-
-
-def cold_table(cold: Sequence[ColdStart]) -> str:
-    rows = [
-        [
-            case.server,
-            str(case.workers),
-            CATALOG_LABELS[case.catalog],
-            ", ".join(f"{t:.0f}" for t in case.runs_ms) or "—",
-            f"{case.median_ms:.0f}" if case.runs_ms else "—",
-            "; ".join(case.failures) or "0",
-            "yes" if case.page_cache_dropped else "**no** (not permitted)",
-        ]
-        for case in cold
-    ]
-    header = ["server", "workers", "catalog", "runs ms", "median ms", "failed starts"]
-    return markdown_table([*header, "page cache dropped"], rows)
-
-
-def plot(runs: Sequence[Run], path: Path) -> bool:
-    """The stored-tile runs against connections; False (no plot) without runs or matplotlib."""
-    connections = sorted({p.connections for run in runs for p in run.points})
-    if not connections:
-        return False
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import ScalarFormatter
-    except ImportError:
-        return False
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.6))
-    panels: list[tuple[str, Callable[[WrkResult], float]]] = [
-        ("req/s", lambda r: r.rps),
-        ("p50 ms", lambda r: r.p50_ms),
-        ("p99 ms", lambda r: r.p99_ms),
-    ]
-    for run in runs:
-        xs = [p.connections for p in run.points]
-        style = "--" if run.key.endswith("-dzi") else "-"
-        for ax, (_, value) in zip(axes, panels, strict=True):
-            ax.plot(xs, [value(p.result) for p in run.points], style, marker="o", label=run.name)
-    for ax, (label, _) in zip(axes, panels, strict=True):
-        ax.set(xscale="log", yscale="log", xlabel="connections (wrk)", ylabel=label)
-        ax.set_xticks(connections)
-        ax.get_xaxis().set_major_formatter(ScalarFormatter())
-        ax.grid(True, which="both", alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.suptitle("Random stored 256x256 JPEG tiles of a 50,176-frame level, 2 workers, loopback")
-    fig.tight_layout(rect=(0, 0.16, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
-
-
 def write_doc(bench: Bench, cold: Sequence[ColdStart], elapsed: float) -> None:
     args, level, c = bench.args, bench.data.level, TARGET_CONNECTIONS
     size, top = level.grid * level.tile_size, bench.data.dzi_top
@@ -366,7 +309,8 @@ def write_doc(bench: Bench, cold: Sequence[ColdStart], elapsed: float) -> None:
         f"One {size:,}x{size:,} level of {level.frames:,} 256x256 baseline JPEG frames in one "
         "DICOM file (`bench/synthetic.py`; a single stored level, so every DZI level below "
         f"{top} is composed). Every server runs alone with 2 worker processes on loopback: "
-        "nginx (the same bytes as static files, `worker_processes 2`: the ceiling); a bare "
+        f"nginx (the same bytes as static files, {nginx_setup(level.frames)}: the "
+        "ceiling); a bare "
         "handler of a few lines returning slices of the memory-mapped DICOM file "
         "(`bench/bare_app.py`, the ceiling of a Python handler on each server: ASGI on "
         "uvicorn and granian, RSGI on granian); tileserver `serve --server uvicorn|granian "
@@ -376,8 +320,10 @@ def write_doc(bench: Bench, cold: Sequence[ColdStart], elapsed: float) -> None:
         "TIFF of the same pixels, q90); OpenSlide `DeepZoomGenerator` behind Starlette "
         "(`bench/openslide_app.py`, uvicorn, 2 workers; decode + JPEG q90 re-encode per "
         f"tile). Load: `wrk -t2` (`bench/wrk.py`; `-t1` at 1 connection), {args.warmup:g} s "
-        f"warm-up then {args.duration:g} s per point, uniform random tiles from a Lua table "
-        f"of every tile path (seeded per thread); at c={c} (where the targets are set) each "
+        f"warm-up then {args.duration:g} s per point, over a shuffled list of every tile "
+        "path (one permutation per run, shared by wrk's two threads, each taking every "
+        "other path: no tile repeats before every tile has been asked for); at "
+        f"c={c} (where the targets are set) each "
         f"figure is the median of {args.repeats} runs (max: the largest; errors: the sum), "
         "each run's req/s shown. wrk runs on "
         "the same 2 cores as the server: read the nginx rows as the ceiling of this client "
@@ -389,6 +335,7 @@ def write_doc(bench: Bench, cold: Sequence[ColdStart], elapsed: float) -> None:
         "### Targets",
         "",
         *targets(bench, cold),
+        *ceiling(bench),
         *calibration(bench),
         "",
         "### Stored tiles",
@@ -407,8 +354,9 @@ def write_doc(bench: Bench, cold: Sequence[ColdStart], elapsed: float) -> None:
             f"### Stored tiles at c={c}: paired rounds",
             "",
             "The shares in the targets. nginx, the bare handlers and tileserver run side by "
-            f"side (idle while another is loaded) and take turns at c={c}, "
-            f"{args.duration:g} s each after a {args.warmup:g} s warm-up, "
+            f"side (idle while another is loaded) and take turns at c={c} (`bench/paired.py`; "
+            "the order reversed every other round), "
+            f"{args.paired_duration:g} s each after a {args.warmup:g} s warm-up, "
             f"{args.paired_rounds} rounds; each round's req/s is divided by nginx's in the "
             "same round and the median round is kept, so a machine whose speed drifts over "
             "the benchmark does not skew the share (the sweep above measures nginx first "

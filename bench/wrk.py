@@ -4,7 +4,10 @@ The Lua script reads one URL path per line (``WRK_PATHS``) into a table. ``rando
 picks uniformly with a per-thread seed (``WRK_SEED`` + thread index), so runs repeat;
 ``sequential`` order gives thread ``k`` of ``T`` the paths ``k, k+T, k+2T, ...``, so one
 pass requests every path at most once (the cold-cache "miss" runs) and reports how many
-each thread issued. With ``WRK_CACHE=1`` a ``response()`` hook sorts 200 responses into
+each thread issued; ``shuffled`` first shuffles the table (one permutation per
+``WRK_SEED``, the same in every thread) and then walks it as ``sequential`` does, so every
+path is requested once before any is repeated (the stored-tile runs: a shuffled list of
+every level-0 tile). With ``WRK_CACHE=1`` a ``response()`` hook sorts 200 responses into
 cache hits and misses by their ``Server-Timing`` header (a miss has an ``encode`` phase);
 that hook costs wrk some CPU, so only the composed-tile warm-ups use it, never a measured run.
 """
@@ -34,7 +37,15 @@ function init(args)
   paths = {}
   for line in io.lines(os.getenv("WRK_PATHS")) do paths[#paths + 1] = line end
   nthreads = tonumber(os.getenv("WRK_THREADS"))
-  math.randomseed(tonumber(os.getenv("WRK_SEED")) + id)
+  local seed = tonumber(os.getenv("WRK_SEED"))
+  if order == "shuffled" then
+    math.randomseed(seed)  -- the same seed in every thread: one permutation, shared
+    for i = #paths, 2, -1 do
+      local j = math.random(i)
+      paths[i], paths[j] = paths[j], paths[i]
+    end
+  end
+  math.randomseed(seed + id)
   issued, hits, misses = 0, 0, 0
 end
 
