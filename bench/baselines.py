@@ -301,16 +301,18 @@ def start_nginx(
     static_root: Path | None,
     iip_ports: Sequence[int] = (),
     files: int = 0,
+    tuned: bool = True,
 ) -> Server:
     """nginx (``WORKERS`` processes) on one loopback port: ``/tiles/`` static files from
-    ``static_root`` (``files`` of them), ``/iipsrv`` FastCGI to the iipsrv processes."""
+    ``static_root`` (``files`` of them), ``/iipsrv`` FastCGI to the iipsrv processes.
+    ``tuned=False``: as the benchmark ran it until 2026-12-06 (``bench/baseline_check.py``)."""
 
     def argv(port: int) -> list[str]:
         temp = work / f"nginx-{port}"
         for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (temp / name).mkdir(parents=True, exist_ok=True)
         conf = temp / "nginx.conf"
-        conf.write_text(_nginx_conf(temp, port, static_root, iip_ports, files))
+        conf.write_text(_nginx_conf(temp, port, static_root, iip_ports, files, tuned))
         nginx = shutil.which("nginx") or "nginx"
         return [nginx, "-c", str(conf), "-p", str(temp), "-g", "daemon off;"]
 
@@ -337,7 +339,12 @@ def nginx_file_cache(files: int) -> tuple[int, int]:
 
 
 def _nginx_conf(
-    temp: Path, port: int, static_root: Path | None, iip_ports: Sequence[int], files: int
+    temp: Path,
+    port: int,
+    static_root: Path | None,
+    iip_ports: Sequence[int],
+    files: int,
+    tuned: bool = True,
 ) -> str:
     """Tuned as nginx's own users tune a static tile server: sendfile with ``tcp_nopush``
     (headers and file leave in one segment, not two: half the loopback packets), an
@@ -358,7 +365,9 @@ def _nginx_conf(
         )
     body = "\n        ".join(locations)
     nofile, cached = nginx_file_cache(files)
+    cached = cached if tuned else 0
     cache = f"open_file_cache max={cached} inactive=600s;" if cached else "open_file_cache off;"
+    nopush = "on" if tuned else "off"
     return f"""worker_processes {WORKERS};
 worker_rlimit_nofile {nofile};
 pid {temp}/nginx.pid;
@@ -367,7 +376,7 @@ events {{ worker_connections 1024; }}
 http {{
     access_log off;
     sendfile on;
-    tcp_nopush on;
+    tcp_nopush {nopush};
     tcp_nodelay on;
     keepalive_requests 1000000;
     {cache}
