@@ -65,3 +65,12 @@ def test_worker_processes_rebuild_every_setting_from_the_environment(tmp_path: P
         rescan_interval=2.0,
     )
     assert Settings.from_env(settings_environment(settings)) == settings
+
+
+def test_object_storage_roots_survive_the_environment_round_trip(tmp_path: Path) -> None:
+    from tileserver.http.server import settings_environment
+
+    settings = Settings(slides=(tmp_path, "s3://bucket/slides/", Path("/b")))
+    env = settings_environment(settings)
+    again = Settings.from_env(env)
+    assert again.slides == (tmp_path.resolve(), "s3://bucket/slides", Path("/b"))

@@ -8,6 +8,7 @@ TileServerError
 ├── UnsupportedError                     a transfer syntax, format or feature we do not handle
 │   └── NotAcceptableError               nothing the client's Accept header allows
 ├── LimitExceededError                   a request that would cause too much work
+├── SourceUnavailableError               storage that cannot be reached now (503)
 └── SlideError                           a file that cannot be indexed or read
     ├── NotWsiError                      readable DICOM, but not a VL Whole Slide Microscopy image
     └── CorruptSlideError                truncated, inconsistent or unparsable data
@@ -66,3 +67,7 @@ class CorruptSlideError(SlideError):
 
 class SlideChangedError(CorruptSlideError):
     """A source whose identity differs from the one it was indexed with: re-index it."""
+
+
+class SourceUnavailableError(TileServerError):
+    """Storage that cannot answer now (a bucket unreachable or failing): try again later."""

@@ -15,9 +15,20 @@ def default_catalog() -> Path:
     return Path(base) / "tileserver" / "catalog.sqlite"
 
 
+#: A slide root: a local folder, or an object-storage prefix such as ``s3://bucket/slides``.
+SlideRoot = Path | str
+
+
+def slide_root(text: str | Path) -> SlideRoot:
+    """A ``--slides`` value: a URI stays text (``Path`` would fold its ``//``)."""
+    text = str(text)
+    head, sep, _ = text.partition("://")
+    return text if sep and head.isalnum() else Path(text)
+
+
 @dataclass(frozen=True)
 class Settings:
-    slides: tuple[Path, ...] = ()
+    slides: tuple[SlideRoot, ...] = ()
     catalog: Path = field(default_factory=default_catalog)
     host: str = "127.0.0.1"
     port: int = 8000
@@ -48,7 +59,8 @@ class Settings:
     def stow_directory(self) -> Path | None:
         if self.stow_dir is not None:
             return self.stow_dir
-        return self.slides[0] / "stow" if self.slides else None
+        local = [p for p in self.slides if isinstance(p, Path)]
+        return local[0] / "stow" if local else None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -61,20 +73,27 @@ class Settings:
                 values[f.name] = _parse(f.name, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "slides" in values:
-            values["slides"] = tuple(Path(p) for p in values["slides"])
+            values["slides"] = tuple(slide_root(p) for p in values["slides"])
         for name in ("catalog", "stow_dir"):
             if name in values:
                 values[name] = Path(values[name])
         return cls(**values)
 
 
-def served_roots(settings: Settings) -> list[Path]:
-    """The slide directories, plus the STOW directory when it lies outside all of them."""
-    roots = [p.resolve() for p in settings.slides]
+def served_slide_roots(slides: tuple[SlideRoot, ...]) -> list[str]:
+    """Slide roots as absolute local paths and object-storage URIs (no trailing slash)."""
+    return [str(p.resolve()) if isinstance(p, Path) else p.rstrip("/") for p in slides]
+
+
+def served_roots(settings: Settings) -> list[str]:
+    """The slide roots (absolute local paths, object-storage URIs), plus the STOW directory
+    when it lies outside all of them."""
+    roots = served_slide_roots(settings.slides)
     stow = settings.stow_directory
-    if stow is not None and not any(stow.resolve().is_relative_to(r) for r in roots):
+    local = [Path(r) for r in roots if "://" not in r]
+    if stow is not None and not any(stow.resolve().is_relative_to(r) for r in local):
         stow.mkdir(parents=True, exist_ok=True)
-        roots.append(stow.resolve())
+        roots.append(str(stow.resolve()))
     return roots
 
 
@@ -91,5 +110,22 @@ def _parse(name: str, raw: str) -> Any:
     if name in _BOOL:
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if name == "slides":
-        return tuple(p for p in raw.split(os.pathsep) if p)
+        return _split_roots(raw)
     return raw
+
+
+def _split_roots(raw: str) -> tuple[str, ...]:
+    """``TILESERVER_SLIDES``: roots joined by ``os.pathsep``, where ``s3://b/p`` holds one
+    too (a scheme part followed by a part starting with ``//`` is one root)."""
+    parts, roots = raw.split(os.pathsep), []
+    index = 0
+    while index < len(parts):
+        part = parts[index]
+        following = parts[index + 1] if index + 1 < len(parts) else ""
+        if part.isalnum() and following.startswith("//"):
+            roots.append(f"{part}:{following}")
+            index += 2
+        else:
+            roots.append(part)
+            index += 1
+    return tuple(r for r in roots if r)

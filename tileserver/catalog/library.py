@@ -23,7 +23,7 @@ from tileserver.catalog.store import Catalog, SeriesFile
 from tileserver.errors import CorruptSlideError, NotFoundError
 from tileserver.readers.base import SlideReader, StoredFile
 from tileserver.readers.registry import backend
-from tileserver.readers.source import SourceIdentity, current_identity
+from tileserver.readers.source import SourceIdentity, current_identity, normalize_root
 from tileserver.slide import Slide
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class SlideLibrary:
 
     def __init__(self, catalog: Catalog, roots: Sequence[str | Path] = (), max_open: int = 64):
         self.catalog = catalog
-        self.roots = [Path(r).resolve() for r in roots]
+        self.roots = [normalize_root(r) for r in roots]
         self.max_open = max_open
         self._open: OrderedDict[str, Slide] = OrderedDict()
         self._lock = threading.Lock()
@@ -53,7 +53,7 @@ class SlideLibrary:
 
     @property
     def _root_names(self) -> list[str] | None:
-        return [str(r) for r in self.roots] if self.roots else None
+        return list(self.roots) if self.roots else None
 
     def refresh(self) -> ScanReport:
         """Rescan the roots and forget slides whose files changed."""
@@ -175,7 +175,7 @@ class SlideLibrary:
         """The slide's path under the outermost served root holding it (the root it was
         first found under when this library serves no root of it)."""
         first = files[0]
-        roots = [str(r) for r in self.roots if under_root(first.identity.uri, str(r))]
+        roots = [r for r in self.roots if under_root(first.identity.uri, r)]
         root = min(roots, key=len) if roots else first.root
         return _relative_path([(f.identity.uri, root) for f in files])
 

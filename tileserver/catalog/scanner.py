@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tileserver.catalog.roots import under_root
 from tileserver.catalog.store import Catalog, FileRecord
-from tileserver.errors import TileServerError
+from tileserver.errors import SlideChangedError, SourceUnavailableError, TileServerError
 from tileserver.readers.base import IndexedFile
 from tileserver.readers.registry import index
-from tileserver.readers.source import SourceIdentity, current_identity, open_source
+from tileserver.readers.source import (
+    SourceIdentity,
+    current_identity,
+    list_sources,
+    normalize_root,
+    open_source,
+    root_exists,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,45 +38,42 @@ class ScanReport:
 
 
 def iter_files(root: Path) -> Iterator[Path]:
-    """Regular files under ``root`` in a stable order, hidden entries excluded."""
-    if root.is_file():
-        yield root
-        return
-    for directory, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith("."):
-                yield Path(directory) / name
+    """Regular files under a local ``root`` in a stable order, hidden entries excluded."""
+    for uri, _ in list_sources(normalize_root(root)):
+        yield Path(uri)
 
 
 def scan(
     catalog: Catalog,
     roots: Sequence[str | Path],
     *,
-    progress: Callable[[Path], None] | None = None,
+    progress: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> ScanReport:
-    """Index new and changed files under ``roots``; drop vanished ones."""
+    """Index new and changed sources under ``roots`` (local folders or object-storage
+    prefixes); drop vanished ones. A root that is missing or cannot be listed keeps its
+    catalog entries (an unmounted disk or an unreachable bucket must not drop everything)."""
     report = ScanReport()
     known = catalog.files()
     series_of = {f.path: s for s, files in catalog.series_files().items() for f in files}
-    for root in roots:
-        root_path = Path(root).resolve()
-        if not root_path.exists():
-            # An unmounted or mistyped root must not drop everything indexed under it.
-            log.warning("slide root %s does not exist; its catalog entries are kept", root_path)
+    for root in map(normalize_root, roots):
+        if not root_exists(root):
+            log.warning("slide root %s does not exist; its catalog entries are kept", root)
             continue
         seen: set[str] = set()
-        for path in iter_files(root_path):
-            if should_stop is not None and should_stop():
-                return report
-            key = str(path)
-            seen.add(key)
-            if progress is not None:
-                progress(path)
-            _scan_file(catalog, str(root_path), key, known.get(key), series_of, report)
+        try:
+            for uri, identity in list_sources(root):
+                if should_stop is not None and should_stop():
+                    return report
+                seen.add(uri)
+                if progress is not None:
+                    progress(uri)
+                _scan_file(catalog, root, uri, identity, known.get(uri), series_of, report)
+        except SourceUnavailableError as exc:
+            log.warning("slide root %s cannot be listed (%s); its entries are kept", root, exc)
+            continue
         # Whatever the catalog has under this root, whichever root first found it.
-        gone = [p for p in known if under_root(p, str(root_path)) and p not in seen]
+        gone = [p for p in known if under_root(p, root) and p not in seen]
         report.changed_series.update(series_of[p] for p in gone if p in series_of)
         catalog.remove(gone)
         report.removed.extend(gone)
@@ -81,12 +84,13 @@ def _scan_file(
     catalog: Catalog,
     root: str,
     uri: str,
+    listed: SourceIdentity | None,
     known: FileRecord | None,
     series_of: dict[str, str],
     report: ScanReport,
 ) -> None:
     try:
-        identity = current_identity(uri)
+        identity = listed or current_identity(uri)
     except OSError as exc:
         report.skipped.append((uri, f"cannot stat: {exc.strerror}"))
         return
@@ -133,9 +137,11 @@ def rescan_file(catalog: Catalog, root: str, path: str) -> ScanReport:
     """Bring one source's catalog entry up to date (after a read found it changed)."""
     report = ScanReport()
     known = catalog.files().get(path)
-    if not Path(path).exists():
+    try:
+        identity = current_identity(path)
+    except (OSError, SlideChangedError):
         catalog.remove([path])
         report.removed.append(path)
         return report
-    _scan_file(catalog, root, path, known, {}, report)
+    _scan_file(catalog, root, path, identity, known, {}, report)
     return report

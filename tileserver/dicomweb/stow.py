@@ -128,12 +128,12 @@ def _stored_elsewhere(catalog: Catalog, sop: str, stow_dir: Path) -> bool:
     return any(not str(r[0]).startswith(stow + os.sep) for r in rows)
 
 
-def catalog_root(stow_dir: Path, roots: list[Path]) -> str:
+def catalog_root(stow_dir: Path, roots: list[str]) -> str:
     """The scan root the stow directory lies under (so rescans see the same files)."""
     resolved = stow_dir.resolve()
     for root in roots:
-        if resolved.is_relative_to(root):
-            return str(root)
+        if "://" not in root and resolved.is_relative_to(root):
+            return root
     return str(resolved)
 
 

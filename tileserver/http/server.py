@@ -10,7 +10,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from tileserver.errors import UnsupportedError
-from tileserver.settings import Settings, served_roots
+from tileserver.settings import Settings, served_roots, served_slide_roots
 
 if TYPE_CHECKING:
     import uvicorn
@@ -191,6 +191,6 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         if value is None:
             continue
         if field.name == "slides":
-            value = os.pathsep.join(str(p.resolve()) for p in value)
+            value = os.pathsep.join(served_slide_roots(value))
         env[f"TILESERVER_{field.name.upper()}"] = str(value)
     return env

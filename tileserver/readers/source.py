@@ -19,6 +19,7 @@ import io
 import os
 import threading
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -171,7 +172,10 @@ def _close_all(fds: list[int]) -> None:
 
 #: URI scheme -> "module:factory" of its source (a factory takes a ``SourceIdentity``);
 #: a URI without a scheme is a local path.
-SCHEMES: dict[str, str] = {"": "tileserver.readers.source:LocalFile"}
+SCHEMES: dict[str, str] = {
+    "": "tileserver.readers.source:LocalFile",
+    "s3": "tileserver.readers.s3:S3Object",
+}
 
 
 def scheme_of(uri: str) -> str:
@@ -191,16 +195,51 @@ def open_source(identity: SourceIdentity) -> ByteSource:
     return source
 
 
+def _module(scheme: str, uri: str) -> Any:
+    spec = SCHEMES.get(scheme)
+    if spec is None:
+        raise CorruptSlideError(f"{uri}: no byte source for this scheme")
+    return importlib.import_module(spec.partition(":")[0])
+
+
+def normalize_root(root: str | os.PathLike[str]) -> str:
+    """A slide root as the catalog compares it: an absolute local path, or a URI without a
+    trailing slash."""
+    text = os.fspath(root)
+    if scheme_of(text):
+        return text.rstrip("/")
+    return os.path.realpath(text)
+
+
+def root_exists(root: str) -> bool:
+    """Whether a local root exists (an object-storage root is checked by listing it)."""
+    return bool(scheme_of(root)) or os.path.exists(root)
+
+
+def list_sources(root: str) -> Iterator[tuple[str, SourceIdentity | None]]:
+    """Every source under ``root`` in a stable order, hidden names excluded, with its
+    identity where listing gives it (None: ask ``current_identity``)."""
+    scheme = scheme_of(root)
+    if scheme:
+        for identity in _module(scheme, root).list_sources(root):
+            yield identity.uri, identity
+        return
+    if os.path.isfile(root):
+        yield root, None
+        return
+    for directory, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield os.path.join(directory, name), None
+
+
 def current_identity(uri: str) -> SourceIdentity:
     """What a local path is now; other schemes ask their source module (``identity_now``)."""
     scheme = scheme_of(uri)
     if scheme == "":
         return local_identity(uri)
-    spec = SCHEMES.get(scheme)
-    if spec is None:
-        raise CorruptSlideError(f"{uri}: no byte source for this scheme")
-    module = importlib.import_module(spec.partition(":")[0])
-    identity: SourceIdentity = module.identity_now(uri)
+    identity: SourceIdentity = _module(scheme, uri).identity_now(uri)
     return identity
 
 
