@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from tileserver import __version__
 from tileserver.errors import TileServerError
-from tileserver.settings import Settings
+from tileserver.settings import Settings, slide_root
 
 EXAMPLES = """\
 examples:
@@ -252,7 +252,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 #: One flag per ``Settings`` field (dest = field name); a test keeps the two in step.
 SERVE_FLAGS: list[tuple[str, Callable[[str], Any] | None, str]] = [
-    ("--slides", Path, "directory of slides to serve (repeatable)"),
+    ("--slides", slide_root, "slide folder or s3://BUCKET/PREFIX to serve (repeatable)"),
     ("--catalog", Path, "catalog file (default ~/.cache/tileserver/catalog.sqlite)"),
     ("--host", None, "address to listen on (default 127.0.0.1)"),
     ("--port", _count(0, 65535), "port to listen on, 0 for any free one (default 8000)"),
@@ -327,7 +327,7 @@ def _serve(args: argparse.Namespace) -> int:
     from tileserver.http.server import run
 
     settings = settings_from_args(args)
-    _existing(list(settings.slides), "directory")
+    _existing([p for p in settings.slides if isinstance(p, Path)], "directory")
     return run(settings)
 
 
