@@ -16,7 +16,7 @@ from PIL import Image
 from serverproc import ServerProcess
 from wsidicom import WsiDicom
 
-from fixtures.demo import SLIDES, write_demo
+from fixtures.demo import NAMES, SLIDES, write_demo
 
 pytestmark = pytest.mark.slow  # about ten seconds of generation on a busy machine
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow  # about ten seconds of generation on a busy machi
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     written = write_demo(out)
-    assert sorted(p.name for p in written) == sorted(s.name for s in SLIDES)
+    assert [p.name for p in written] == [s.name for s in SLIDES] == list(NAMES)
     return out
 
 
