@@ -17,6 +17,7 @@ from tileserver.readers.source import ByteSource
 #: Name -> "module:class", in probing order (the first that accepts a source wins).
 BACKENDS: dict[str, str] = {
     "dicom": "tileserver.readers.dicom_backend:DicomBackend",
+    "tiff": "tileserver.readers.tiff_backend:TiffBackend",
 }
 #: Bytes a backend sees to decide whether a source is one of its files.
 HEAD_BYTES = 4096
