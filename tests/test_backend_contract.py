@@ -35,6 +35,12 @@ CASES = [
     ("dicom", "j2k_lossless"),
     ("dicom", "jpeg_multifragment_nobot"),
     ("dicom", "padded_edges"),
+    ("tiff", "svs_jpeg"),
+    ("tiff", "svs_j2k"),
+    ("tiff", "tiled_deflate"),
+    ("tiff", "tiled_lzw"),
+    ("tiff", "subifd_jpeg"),
+    ("tiff", "subifd_j2k"),
 ]
 
 
@@ -42,14 +48,27 @@ def test_every_registered_backend_has_contract_cases() -> None:
     assert {backend for backend, _ in CASES} == set(BACKENDS)
 
 
+@pytest.fixture(scope="session")
+def vendor_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The synthetic vendor TIFFs (``fixtures/vendor.py``): case name -> its directory."""
+    from fixtures.vendor import write_vendor
+
+    written = write_vendor(tmp_path_factory.mktemp("vendor"))
+    return {name: case.directory for name, case in written.items()}
+
+
 @pytest.fixture(params=CASES, ids=[f"{b}-{c}" for b, c in CASES])
 def opened(
-    request: pytest.FixtureRequest, tmp_path: Path, fixture_dir: dict[str, FixtureSet]
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    fixture_dir: dict[str, FixtureSet],
+    vendor_dir: dict[str, Path],
 ) -> Iterator[tuple[Slide, SlideLibrary, Path, str]]:
     """(slide, library, its copied tree, backend) for one case, opened through the catalog."""
     backend, case = request.param
     tree = tmp_path / "slides"
-    shutil.copytree(fixture_dir[case].directory, tree / case)
+    source = fixture_dir[case].directory if case in fixture_dir else vendor_dir[case]
+    shutil.copytree(source, tree / case)
     library = SlideLibrary(Catalog(tmp_path / "catalog.sqlite"), [tree])
     library.refresh()
     (slide_id,) = library.ids()
