@@ -41,6 +41,7 @@ CASES = [
     ("tiff", "tiled_lzw"),
     ("tiff", "subifd_jpeg"),
     ("tiff", "subifd_j2k"),
+    ("openslide", "openslide_vms"),
 ]
 
 

@@ -18,6 +18,7 @@ from tileserver.readers.source import ByteSource
 BACKENDS: dict[str, str] = {
     "dicom": "tileserver.readers.dicom_backend:DicomBackend",
     "tiff": "tileserver.readers.tiff_backend:TiffBackend",
+    "openslide": "tileserver.readers.openslide_backend:OpenSlideBackend",
 }
 #: Bytes a backend sees to decide whether a source is one of its files.
 HEAD_BYTES = 4096
