@@ -129,11 +129,6 @@ def test_area_around_the_slide_has_the_slide_background(
         assert np.abs(shot[y, x].astype(int) - glass).max() <= 3, (x, y, shot[y, x])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the server renders absent tiles white (compose.BACKGROUND = 255), not in the "
-    "slide's background colour: needs the server change in the viewer report",
-)
 def test_absent_tiles_show_the_slide_background(
     browser: Any, server: ServerProcess, fixture_dir: dict[str, FixtureSet]
 ) -> None:

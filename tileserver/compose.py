@@ -86,7 +86,7 @@ def tile_pixels(
     if cached is not None:
         return cached
     valid = level.tile_region(t_col, t_row)
-    out = np.full((valid.height, valid.width, 3), BACKGROUND, dtype=np.uint8)
+    out = np.full((valid.height, valid.width, 3), background_of(slide), dtype=np.uint8)
     try:
         encoded = slide.read_tile_bytes(
             level.index, t_col, t_row, plane.focal_plane, plane.optical_path
@@ -116,7 +116,7 @@ def region_pixels(
     """Pixels of ``l_region`` at ``level``; parts outside the image are background."""
     if l_region.width <= 0 or l_region.height <= 0:
         raise InvalidRequestError("region must have a positive width and height")
-    out = np.full((l_region.height, l_region.width, 3), BACKGROUND, dtype=np.uint8)
+    out = np.full((l_region.height, l_region.width, 3), background_of(slide), dtype=np.uint8)
     inside = l_region.intersect(Region(0, 0, level.size.width, level.size.height))
     if inside is None:
         return out
@@ -202,3 +202,62 @@ def associated_pixels(slide: Slide, name: str) -> Pixels:
             h, w = min(part.shape[0], decoded.shape[0]), min(part.shape[1], decoded.shape[1])
             part[:h, :w] = decoded[:h, :w]
     return out
+
+
+def background_of(slide: Slide) -> tuple[int, int, int]:
+    """The slide's glass colour, which absent tiles and areas outside the image are painted
+    with: the median colour along the image border of its smallest level (first plane and
+    path), computed once per opened slide; white when that level stores nothing there."""
+    found = slide.background
+    if found is None:
+        found = slide.background = _border_colour(slide)
+    return found
+
+
+def _border_colour(slide: Slide) -> tuple[int, int, int]:
+    from tileserver import codec
+
+    if not slide.levels:
+        return (BACKGROUND, BACKGROUND, BACKGROUND)
+    level = slide.levels[-1]
+    grid, samples = level.grid, []
+    for t_row in range(grid.height):
+        for t_col in range(grid.width):
+            edges = _edges(t_col, t_row, grid)
+            if not edges:
+                continue
+            try:
+                tile = as_rgb(codec.decode(slide.read_tile_bytes(level.index, t_col, t_row)))
+            except TileAbsentError:
+                continue
+            valid = level.tile_region(t_col, t_row)
+            tile = tile[: valid.height, : valid.width]
+            samples.extend(_border_pixels(tile, edges))
+    if not samples:
+        return (BACKGROUND, BACKGROUND, BACKGROUND)
+    r, g, b = (int(v) for v in np.median(np.concatenate(samples), axis=0))
+    return (r, g, b)
+
+
+def _edges(t_col: int, t_row: int, grid: Size) -> set[str]:
+    edges = set()
+    if t_row == 0:
+        edges.add("top")
+    if t_row == grid.height - 1:
+        edges.add("bottom")
+    if t_col == 0:
+        edges.add("left")
+    if t_col == grid.width - 1:
+        edges.add("right")
+    return edges
+
+
+def _border_pixels(tile: Pixels, edges: set[str]) -> list[Pixels]:
+    """The tile's pixels along the image border (2 px deep)."""
+    parts = {
+        "top": tile[:2].reshape(-1, 3),
+        "bottom": tile[-2:].reshape(-1, 3),
+        "left": tile[:, :2].reshape(-1, 3),
+        "right": tile[:, -2:].reshape(-1, 3),
+    }
+    return [parts[edge] for edge in sorted(edges)]

@@ -32,6 +32,9 @@ from tileserver.settings import Settings
 from tileserver.slide import Level, Slide
 from tileserver.timing import Timings
 
+#: Changes when derived images of the same request change (absent tiles were painted white
+#: before "glass1", in the slide's glass colour since): keys of other renderings never match.
+_RENDERING = "glass1"
 #: Slide versions whose Deep Zoom plans are kept.
 _PLANS_KEPT = 4096
 
@@ -388,7 +391,9 @@ class TileService:
     def _key(self, slide: Slide, *parts: KeyPart) -> str:
         """Cache key of a derived image: slide version, request, and the output settings."""
         settings = self.settings
-        return make_key(slide.version, *parts, settings.jpeg_quality, settings.convert_to_srgb)
+        return make_key(
+            slide.version, *parts, settings.jpeg_quality, settings.convert_to_srgb, _RENDERING
+        )
 
     def _check_area(self, size: Size) -> None:
         if size.area > self.settings.max_output_pixels:

@@ -68,6 +68,8 @@ class Slide:
     path: str = ""
     levels: list[Level] = field(init=False)
     associated: dict[str, AssociatedImage] = field(init=False)
+    #: The glass colour absent tiles are painted with (``compose.background_of``).
+    background: tuple[int, int, int] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.levels = _levels(self.reader.levels, self.reader.mpp)

@@ -291,7 +291,8 @@ def _multipart_chunk(slide: Slide, chunk: Sequence[Address], plane: Plane, bound
 def _pixels_chunk(slide: Slide, chunk: Sequence[Address], *, plane: Plane, size: Size) -> bytes:
     from tileserver import codec
 
-    out = np.full((len(chunk), size.height, size.width, 3), compose.BACKGROUND, dtype=np.uint8)
+    glass = compose.background_of(slide)
+    out = np.full((len(chunk), size.height, size.width, 3), glass, dtype=np.uint8)
     for i, ((level, col, row), encoded) in enumerate(
         zip(chunk, _read_chunk(slide, chunk, plane), strict=True)
     ):

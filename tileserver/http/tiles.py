@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tileserver import compose
 from tileserver.errors import TileAbsentError, TileServerError
 from tileserver.geometry import Region
 from tileserver.http.params import (
@@ -30,6 +31,16 @@ from tileserver.timing import Timings
 
 log = logging.getLogger(__name__)
 IMAGE_FORMATS = ("jpeg", "jpg", "png", "webp")
+#: What a listing entry shows of the patient, study and series (the landing page searches it).
+LISTED_ATTRIBUTES = (
+    "PatientName",
+    "PatientID",
+    "StudyDate",
+    "StudyDescription",
+    "StudyID",
+    "AccessionNumber",
+    "SeriesDescription",
+)
 
 
 def slide_entry(slide: Slide) -> dict[str, Any]:
@@ -46,6 +57,7 @@ def slide_entry(slide: Slide) -> dict[str, Any]:
         "tile_size": [base.tile_size.width, base.tile_size.height] if base else None,
         "transfer_syntax": slide.reader.transfer_syntax,
         "associated": sorted(slide.associated),
+        "attributes": {k: v for k, v in slide.attributes.items() if k in LISTED_ATTRIBUTES},
     }
 
 
@@ -60,6 +72,7 @@ def slide_detail(slide: Slide) -> dict[str, Any]:
             for a in slide.associated.values()
         ],
         "icc_profile": slide.icc_profile is not None,
+        "background": list(slide.background) if slide.background else None,
         "attributes": dict(slide.attributes),
         "warnings": list(slide.warnings),
     }
@@ -98,7 +111,9 @@ async def list_slides(request: Request) -> Response:
 
 
 async def get_slide(request: Request) -> Response:
-    slide = await service_of(request).slide(request.path_params["slide_id"])
+    service = service_of(request)
+    slide = await service.slide(request.path_params["slide_id"])
+    await service.run(compose.background_of, slide)  # decodes a few tiles, once per slide
     return json_response(slide_detail(slide))
 
 
