@@ -16,15 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures.vendor import (
-    BROKEN_VENDOR,
-    OME_MPP,
-    SVS_MPP,
-    VENDOR,
-    VendorSlide,
-    write_broken_vendor,
-    write_vendor,
-)
+from fixtures.vendor import OME_MPP, SVS_MPP, VENDOR, VendorSlide, write_vendor
+from fixtures.vendor_broken import BROKEN_VENDOR, write_broken_vendor
 from tileserver import codec, compose
 from tileserver.catalog import Catalog, SlideLibrary
 from tileserver.errors import SlideError

@@ -108,7 +108,8 @@ def splice(prefix: bytes | None, data: bytes) -> bytes:
     """A stored JPEG tile made complete: ``prefix`` instead of its SOI."""
     if prefix is None:
         return data
-    return prefix + (data[2:] if data[:2] == SOI else data)
+    # One copy: a memoryview skips the SOI without slicing the tile first.
+    return prefix + (memoryview(data)[2:] if data[:2] == SOI else data)
 
 
 def encoded(coding: TileCoding, prefix: bytes | None, data: bytes, fmt: PixelFormat) -> EncodedTile:
