@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 from tileserver.http.openapi.spec import Json
@@ -22,6 +23,11 @@ text-align:left;vertical-align:top} nav a{margin-right:1rem}
 
 def _e(value: object) -> str:
     return html.escape(str(value))
+
+
+def _text(value: object) -> str:
+    """Escaped prose, its `backquoted` spans as code (the document's own markup)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(value))
 
 
 def _schema_text(schema: Json) -> str:
@@ -45,7 +51,7 @@ def _parameters(params: list[Json]) -> str:
     rows = "".join(
         f"<tr><td><code>{_e(p['name'])}</code>{' *' if p.get('required') else ''}</td>"
         f"<td>{_e(p['in'])}</td><td>{_e(_schema_text(p.get('schema', {})))}</td>"
-        f"<td>{_e(p.get('description', ''))}</td></tr>"
+        f"<td>{_text(p.get('description', ''))}</td></tr>"
         for p in params
     )
     return f"<table><tr><th>parameter</th><th>in</th><th>schema</th><th></th></tr>{rows}</table>"
@@ -53,7 +59,7 @@ def _parameters(params: list[Json]) -> str:
 
 def _responses(responses: Json) -> str:
     rows = "".join(
-        f"<tr><td>{_e(status)}</td><td>{_e(r.get('description', ''))}</td>"
+        f"<tr><td>{_e(status)}</td><td>{_text(r.get('description', ''))}</td>"
         f"<td>{_e(', '.join(r.get('content', {})))}</td></tr>"
         for status, r in responses.items()
     )
@@ -65,8 +71,8 @@ def _operation(method: str, path: str, op: Json) -> str:
     body_html = f"<p>Body: {_e(', '.join(body))}</p>" if body else ""
     return (
         f"<details><summary><span class='m {method}'>{method.upper()}</span>"
-        f"<code>{_e(path)}</code> — {_e(op.get('summary', ''))}</summary>"
-        f"<p>{_e(op.get('description', ''))}</p>{_parameters(op.get('parameters', []))}"
+        f"<code>{_e(path)}</code> — {_text(op.get('summary', ''))}</summary>"
+        f"<p>{_text(op.get('description', ''))}</p>{_parameters(op.get('parameters', []))}"
         f"{body_html}{_responses(op['responses'])}</details>"
     )
 
@@ -88,7 +94,7 @@ def render_page(doc: dict[str, Any]) -> str:
     sections = _by_tag(doc)
     nav = "".join(f"<a href='#{_e(tag)}'>{_e(tag)}</a>" for tag in sections)
     body = "".join(
-        f"<h2 id='{_e(tag)}'>{_e(tag)}</h2><p>{_e(descriptions.get(tag, ''))}</p>{''.join(ops)}"
+        f"<h2 id='{_e(tag)}'>{_e(tag)}</h2><p>{_text(descriptions.get(tag, ''))}</p>{''.join(ops)}"
         for tag, ops in sections.items()
     )
     return (
@@ -96,7 +102,7 @@ def render_page(doc: dict[str, Any]) -> str:
         "<meta name='viewport' content='width=device-width,initial-scale=1'>"
         f"<title>{_e(info['title'])} API</title><style>{_STYLE}</style></head><body>"
         f"<h1>{_e(info['title'])} {_e(info['version'])}</h1>"
-        f"<p>{_e(info.get('description', ''))}</p><p>Machine-readable: "
+        f"<p>{_text(info.get('description', ''))}</p><p>Machine-readable: "
         f"<a href='openapi.json'>openapi.json</a> (OpenAPI {_e(doc['openapi'])})</p>"
         f"<nav>{nav}</nav>{body}</body></html>"
     )
