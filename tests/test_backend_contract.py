@@ -157,3 +157,26 @@ def _stored(slide: Slide, level: int, col: int, row: int) -> bool:
     except TileAbsentError:
         return False
     return True
+
+
+def test_absent_tiles_and_outside_areas_are_the_slides_glass_colour(
+    opened: tuple[Slide, SlideLibrary, Path, str],
+) -> None:
+    """The glass colour is the median of the smallest level's image border, and it is what
+    an absent tile and a region past the image edge are painted with."""
+    from tileserver import compose
+
+    slide = opened[0]
+    glass = compose.background_of(slide)
+    smallest = slide.levels[-1]
+    size = smallest.size
+    whole = compose.region_pixels(slide, smallest, Region(0, 0, size.width, size.height))
+    border = np.concatenate([whole[0], whole[-1], whole[:, 0], whole[:, -1]])
+    assert np.abs(np.median(border, axis=0) - glass).max() <= 1
+    level = slide.levels[0]
+    outside = compose.region_pixels(slide, level, Region(level.size.width, 0, 8, 8))
+    assert (outside == glass).all()
+    for _, col, row in (t for t in _tiles(slide) if t[0] == 0):
+        if not _stored(slide, 0, col, row):
+            tile = compose.tile_pixels(slide, level, col, row, DEFAULT_PLANE)
+            assert (tile == glass).all()
