@@ -121,12 +121,12 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
 
 
 def _command(sub: Any, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    """A command's parser; its handler is the module's ``_<name>`` function."""
+    form = argparse.RawDescriptionHelpFormatter
     parser: argparse.ArgumentParser = sub.add_parser(
-        name,
-        help=summary,
-        description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        name, help=summary, description=description, formatter_class=form
     )
+    parser.set_defaults(handler=globals().get(f"_{name}"))
     return parser
 
 
@@ -140,7 +140,6 @@ def _add_serve(sub: Any) -> argparse.ArgumentParser:
         "--rescan-interval seconds; the viewer URL is printed once the port is bound.",
     )
     add_serve_arguments(serve)
-    serve.set_defaults(handler=_serve)
     return serve
 
 
@@ -156,7 +155,6 @@ def _add_index(sub: Any) -> argparse.ArgumentParser:
     index.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="slide directory")
     index.add_argument("--catalog", type=Path, help="catalog file [env TILESERVER_CATALOG]")
     _add_output_options(index)
-    index.set_defaults(handler=_index)
     return index
 
 
@@ -172,7 +170,6 @@ def _add_validate(sub: Any) -> argparse.ArgumentParser:
     )
     validate.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="file or directory")
     _add_output_options(validate)
-    validate.set_defaults(handler=_validate)
     return validate
 
 
@@ -197,7 +194,6 @@ def _add_demo(sub: Any) -> argparse.ArgumentParser:
         "--cases", type=Path, metavar="DIR", help="also write the tests' edge cases into DIR"
     )
     demo.add_argument("--quiet", "-q", action="store_true", help="print nothing")
-    demo.set_defaults(handler=_demo)
     return demo
 
 
@@ -215,7 +211,6 @@ def _add_fixtures(sub: Any) -> argparse.ArgumentParser:
     cases.add_argument(
         "--case", action="append", metavar="NAME", help="only this case (repeatable)"
     )
-    cases.set_defaults(handler=_fixtures)
     return cases
 
 
