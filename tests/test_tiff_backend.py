@@ -240,3 +240,16 @@ def test_a_truncated_tile_table_is_refused(vendor: dict[str, VendorSlide], tmp_p
     cut.write_bytes(data[: last_tile + 10])
     with pytest.raises(SlideError, match="past the end of the file"):
         TiffBackend().index(LocalFile.at(str(cut)))
+
+
+def test_a_validate_report_of_a_tiff_slide(vendor: dict[str, VendorSlide]) -> None:
+    from tileserver.readers.tiff_layout import read_layout
+    from tileserver.readers.tiff_record import describe
+    from tileserver.report import render_text
+
+    path = str(vendor["svs_jpeg"].path)
+    slide_id, layout = read_layout(LocalFile.at(path))
+    text = render_text({"slides": [describe(layout, slide_id, path)], "skipped": []})
+    assert f"slide svs_jpeg: {path}" in text
+    assert "level 2: 250x190, tiles 256x256, 1 frames" in text
+    assert "label: 130x150" in text

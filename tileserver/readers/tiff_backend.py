@@ -14,7 +14,8 @@ from tileserver.errors import CorruptSlideError
 from tileserver.readers.base import IndexedFile, OpenedSlide, StoredFile
 from tileserver.readers.source import ByteSource
 from tileserver.readers.tiff import TiffReader
-from tileserver.readers.tiff_layout import dump, load, read_layout
+from tileserver.readers.tiff_layout import read_layout
+from tileserver.readers.tiff_record import dump, load
 
 #: Classic TIFF and BigTIFF, little- and big-endian.
 _MAGICS = frozenset({b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"})

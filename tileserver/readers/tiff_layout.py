@@ -13,14 +13,11 @@ logic (NDPI, Leica SCN, Ventana BIF, Philips) are refused so that OpenSlide read
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from tileserver.dicom.series import LEVEL_FRAME_DTYPE
 from tileserver.errors import CorruptSlideError, SlideError, UnsupportedError
@@ -29,8 +26,6 @@ from tileserver.readers.source import ByteSource
 from tileserver.readers.tiffcodec import TileCoding, check_supported
 from tileserver.readers.tiffparse import Ifd, sub_ifds, walk
 
-#: Changes with what ``dump`` writes (a catalog record of another format is re-indexed).
-RECORD_FORMAT = 1
 _NO_LIMIT = 2**32 - 1
 _UNITS_UM = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
 
@@ -275,74 +270,3 @@ def _slide_id(file_size: int, pyramid: list[Ifd], base: TiffImage) -> str:
             )
     digest.update(base.frames.tobytes())
     return f"tiff-{digest.hexdigest()[:24]}"
-
-
-# -- the catalog record -----------------------------------------------------------------------
-
-
-def dump(layout: TiffLayout) -> bytes:
-    """The catalog record: a description and each image's frame table and JPEG tables
-    (an ``.npz`` of plain arrays, no pickle)."""
-    images = [("", image) for image in layout.levels] + list(layout.associated.items())
-    meta = {
-        "format": RECORD_FORMAT,
-        "kind": layout.kind,
-        "images": [[role, *_image_fields(image)] for role, image in images],
-        "mpp": layout.mpp,
-        "attributes": layout.attributes,
-        "warnings": layout.warnings,
-    }
-    arrays: dict[str, npt.NDArray[Any]] = {"meta": _bytes_array(orjson.dumps(meta))}
-    for number, (_, image) in enumerate(images):
-        arrays[f"frames{number}"] = image.frames
-        arrays[f"tables{number}"] = _bytes_array(image.coding.jpeg_tables)
-    if layout.icc_profile:
-        arrays["icc"] = _bytes_array(layout.icc_profile)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy stubs: allow_pickle
-    return buffer.getvalue()
-
-
-def _bytes_array(data: bytes) -> npt.NDArray[np.uint8]:
-    return np.frombuffer(data, dtype=np.uint8)
-
-
-def _image_fields(image: TiffImage) -> list[int]:
-    c = image.coding
-    return [image.size.width, image.size.height, image.tile_size.width, image.tile_size.height,
-            c.compression, c.photometric, c.samples, c.predictor]  # fmt: skip
-
-
-def load(record: bytes) -> TiffLayout:
-    """``dump``'s inverse; ``CorruptSlideError`` for a record this release cannot read."""
-    try:
-        with np.load(io.BytesIO(record), allow_pickle=False) as arrays:
-            meta = orjson.loads(arrays["meta"].tobytes())
-            if meta["format"] != RECORD_FORMAT:
-                raise ValueError(f"record format {meta['format']}")
-            layout = TiffLayout(meta["kind"], [], {}, None, dict(meta["attributes"]))
-            for number, fields in enumerate(meta["images"]):
-                role, image = _load_image(fields, arrays, number)
-                if role:
-                    layout.associated[role] = image
-                else:
-                    layout.levels.append(image)
-            layout.icc_profile = arrays["icc"].tobytes() if "icc" in arrays else None
-    except (KeyError, ValueError, TypeError, OSError) as exc:
-        raise CorruptSlideError(f"unreadable TIFF catalog record ({exc}): re-index it") from exc
-    layout.mpp = (float(meta["mpp"][0]), float(meta["mpp"][1])) if meta["mpp"] else None
-    layout.warnings = list(meta["warnings"])
-    return layout
-
-
-def _load_image(fields: list[Any], arrays: Any, number: int) -> tuple[str, TiffImage]:
-    role, width, height, tile_width, tile_height, compression, photometric, samples, predictor = (
-        fields
-    )
-    tables = arrays[f"tables{number}"].tobytes()
-    coding = TileCoding(compression, photometric, samples, predictor, tables)
-    frames = arrays[f"frames{number}"]
-    if frames.dtype != LEVEL_FRAME_DTYPE:
-        raise ValueError(f"frame table of dtype {frames.dtype}")
-    image = TiffImage(Size(width, height), Size(tile_width, tile_height), coding, frames)
-    return str(role), image
