@@ -265,6 +265,13 @@ SERVE_FLAGS: list[tuple[str, Callable[[str], Any] | None, str]] = [
     ("--log-level", None, "log level (default info)"),
     ("--stow-dir", Path, "where STOW-RS stores uploads (default stow/ in the first --slides)"),
     ("--authorizer", None, "access check MODULE:FACTORY, factory(settings) -> Authorizer"),
+    ("--api-keys", Path, "file of 'KEY ROLE' lines (read, write, admin); reread on change"),
+    ("--oidc-jwks", None, "OIDC issuer's JWKS, a file or https URL: accept its bearer tokens"),
+    ("--oidc-issuer", None, "the 'iss' bearer tokens must carry"),
+    ("--oidc-audience", None, "the 'aud' bearer tokens must carry"),
+    ("--oidc-role-claim", None, "token claim holding the role (default role)"),
+    ("--oidc-studies-claim", None, "token claim listing visible studies (default studies)"),
+    ("--metrics-public", None, "serve /metrics without a credential"),
 ]
 _SERVE_OPTIONS: dict[str, dict[str, Any]] = {
     "--slides": {"action": "append", "metavar": "DIR"},
@@ -274,6 +281,12 @@ _SERVE_OPTIONS: dict[str, dict[str, Any]] = {
     "--forwarded-allow-ips": {"metavar": "IPS"},
     "--authorizer": {"metavar": "MODULE:FACTORY"},
     "--convert-to-srgb": {"action": "store_const", "const": True},
+    "--metrics-public": {"action": "store_const", "const": True},
+    "--oidc-jwks": {"metavar": "FILE_OR_URL"},
+    "--oidc-issuer": {"metavar": "URL"},
+    "--oidc-audience": {"metavar": "AUDIENCE"},
+    "--oidc-role-claim": {"metavar": "CLAIM"},
+    "--oidc-studies-claim": {"metavar": "CLAIM"},
     "--log-level": {"choices": LOG_LEVELS, "type": str.lower, "metavar": "LEVEL"},
 }
 

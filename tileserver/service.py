@@ -25,9 +25,15 @@ from tileserver.cache import KeyPart, TieredCache, coalesce, make_key, pack, unp
 from tileserver.catalog import SlideLibrary
 from tileserver.compose import DEFAULT_PLANE, Pixels, Plane
 from tileserver.dzi import DziPlan
-from tileserver.errors import InvalidRequestError, LimitExceededError, TileAbsentError
+from tileserver.errors import (
+    InvalidRequestError,
+    LimitExceededError,
+    NotFoundError,
+    TileAbsentError,
+)
 from tileserver.formats import JPEG, NPY, OUTPUT_FORMATS, EncodedTile
 from tileserver.geometry import Region, Size
+from tileserver.grants import may_see
 from tileserver.settings import Settings
 from tileserver.slide import Level, Slide
 from tileserver.timing import Timings
@@ -84,7 +90,9 @@ class TileService:
             slide = self.library.get_open(slide_id)
             if slide is None:  # loading reads the catalog: off the event loop
                 slide = await self.run(self.library.get, slide_id, keep)
-            return slide
+        if not may_see(slide.attributes.get("StudyInstanceUID")):
+            raise NotFoundError(f"no slide {slide_id!r}")  # nothing tells that it exists
+        return slide
 
     async def stored_tile(
         self,

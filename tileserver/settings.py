@@ -54,6 +54,18 @@ class Settings:
     stow_dir: Path | None = None
     #: "module:factory" of the access check (``http/access.py``); every request by default.
     authorizer: str | None = None
+    #: File of ``KEY ROLE`` lines (roles read < write < admin), reread when it changes.
+    api_keys: Path | None = None
+    #: The OIDC issuer's JWKS (a file or an https URL); bearer JWTs are checked against it.
+    oidc_jwks: str | None = None
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    #: The token claim holding the role (a string or a list: the highest counts).
+    oidc_role_claim: str = "role"
+    #: The token claim listing the Study Instance UIDs it may see (absent: all).
+    oidc_studies_claim: str = "studies"
+    #: Serve /metrics without a credential (for a scraper inside the cluster).
+    metrics_public: bool = False
 
     @property
     def stow_directory(self) -> Path | None:
@@ -74,7 +86,7 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "slides" in values:
             values["slides"] = tuple(slide_root(p) for p in values["slides"])
-        for name in ("catalog", "stow_dir"):
+        for name in ("catalog", "stow_dir", "api_keys"):
             if name in values:
                 values[name] = Path(values[name])
         return cls(**values)
@@ -99,7 +111,7 @@ def served_roots(settings: Settings) -> list[str]:
 
 _INT = {"port", "workers", "cache_bytes", "max_output_pixels", "jpeg_quality", "max_open_slides"}
 _FLOAT = {"rescan_interval"}
-_BOOL = {"convert_to_srgb"}
+_BOOL = {"convert_to_srgb", "metrics_public"}
 
 
 def _parse(name: str, raw: str) -> Any:

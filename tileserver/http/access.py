@@ -15,8 +15,23 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from tileserver.grants import ANONYMOUS, CURRENT_GRANT, Grant, may_see
+
 if TYPE_CHECKING:
     from tileserver.settings import Settings
+
+__all__ = [
+    "ALLOW_ALL",
+    "ANONYMOUS",
+    "CURRENT_GRANT",
+    "GRANT_KEY",
+    "AccessRequest",
+    "Authorizer",
+    "Grant",
+    "Refusal",
+    "load_authorizer",
+    "may_see",
+]
 
 #: The ASGI scope key under which a request carries the grant the chain gave it.
 GRANT_KEY = "tileserver.grant"
@@ -32,16 +47,6 @@ class AccessRequest(Protocol):
     def path(self) -> str: ...
 
     def header(self, name: str) -> str | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """Who made a request and what they may do (fronts read it for finer rules)."""
-
-    principal: str = "anonymous"
-    role: str = "admin"
-    #: Study Instance UIDs the principal may see (None: all).
-    studies: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +69,6 @@ class Authorizer(Protocol):
     def check(self, request: AccessRequest) -> Grant | Refusal: ...
 
 
-ANONYMOUS = Grant()
-
-
 class AllowAll:
     """The default: every request is served, as the anonymous principal."""
 
@@ -78,8 +80,13 @@ ALLOW_ALL = AllowAll()
 
 
 def load_authorizer(settings: Settings) -> Authorizer:
-    """The authorizer ``settings.authorizer`` names ("module:factory"), else ``ALLOW_ALL``."""
+    """The authorizer ``settings.authorizer`` names ("module:factory"), else API keys and
+    OIDC tokens when configured (``http/auth.py``), else ``ALLOW_ALL``."""
     spec = settings.authorizer
+    if not spec and (settings.api_keys or settings.oidc_jwks):
+        from tileserver.http.auth import RoleAuthorizer
+
+        return RoleAuthorizer(settings)
     if not spec:
         return ALLOW_ALL
     module, sep, name = spec.partition(":")

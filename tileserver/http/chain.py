@@ -87,6 +87,8 @@ class StoredTileChain:
             if isinstance(verdict, Refusal):
                 return Answer(verdict.status, verdict.body(), JSON, extra=_challenge(verdict))
             request.grant = verdict
+            if verdict.studies is not None:
+                return None  # limited to some studies: the app checks each slide's study
         if not request.plain:
             return None
         tiles = self.tiles

@@ -10,7 +10,14 @@ from typing import Any
 from anyio import to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tileserver.http.access import ALLOW_ALL, GRANT_KEY, Authorizer, HeaderRequest, Refusal
+from tileserver.http.access import (
+    ALLOW_ALL,
+    CURRENT_GRANT,
+    GRANT_KEY,
+    Authorizer,
+    HeaderRequest,
+    Refusal,
+)
 from tileserver.http.metrics import Metrics
 from tileserver.http.stored import CorsPolicy
 
@@ -83,6 +90,8 @@ class AccessMiddleware:
                 await _refuse(send, verdict)
                 return
             scope[GRANT_KEY] = verdict
+        if scope["type"] == "http":
+            CURRENT_GRANT.set(scope[GRANT_KEY])  # this request's task and its threads
         await self.app(scope, receive, send)
 
 

@@ -32,6 +32,9 @@ def run(settings: Settings) -> int:
     runner = SERVERS.get(settings.server)
     if runner is None:
         raise UnsupportedError(f"unknown server {settings.server!r}: {', '.join(SERVERS)}")
+    from tileserver.http.auth import warn_if_open
+
+    warn_if_open(settings)
     _export(settings)
     runner(settings)
     return 0

@@ -10,8 +10,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tileserver import compose
-from tileserver.errors import TileAbsentError, TileServerError
+from tileserver.errors import NotFoundError, TileAbsentError, TileServerError
 from tileserver.geometry import Region
+from tileserver.grants import may_see
 from tileserver.http.params import (
     format_param,
     int_param,
@@ -40,6 +41,7 @@ LISTED_ATTRIBUTES = (
     "StudyID",
     "AccessionNumber",
     "SeriesDescription",
+    "StudyInstanceUID",
 )
 
 
@@ -101,11 +103,15 @@ async def list_slides(request: Request) -> Response:
         if cached is None or cached[0] != version:
             try:
                 slide = await service.slide(slide_id, keep=False)
+            except NotFoundError:
+                continue  # not visible to this request's grant (or gone)
             except TileServerError as exc:  # one broken slide must not hide the others
                 log.warning("slide %s left out of the listing: %s", slide_id, exc)
                 continue
             cached = service.summaries[slide_id] = (slide.version, slide_entry(slide))
-        entries.append(cached[1])
+        attributes: Any = cached[1]["attributes"]
+        if may_see(attributes.get("StudyInstanceUID")):
+            entries.append(cached[1])
     entries.sort(key=lambda e: (str(e["path"]), str(e["id"])))
     return json_response({"slides": entries})
 

@@ -48,4 +48,6 @@ class DicomBackend:
             *(f"{Path(i.path).name}: {w}" for i in layout.instances for w in i.warnings),
         ]
         reader = DicomReader(layout, identities, on_changed)
-        return OpenedSlide(reader, dict(instances[0].header.attributes), warnings)
+        header = instances[0].header
+        attributes = {**header.attributes, "StudyInstanceUID": header.study_uid}
+        return OpenedSlide(reader, attributes, warnings)

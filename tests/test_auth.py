@@ -1,0 +1,188 @@
+"""API keys and OIDC bearer tokens (``tileserver/http/auth.py``) on real server processes:
+401 with a challenge for no or bad credentials, 403 for too small a role, open probes and
+preflights, key rotation without a restart, token signature/expiry/audience checks, and a
+token's studies hiding every other slide."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from serverproc import ServerProcess, free_port
+
+from fixtures import FixtureSet
+
+KEYS = {"reader-key-1": "read", "writer-key-1": "write", "admin-key-1": "admin"}
+ISSUER, AUDIENCE = "https://idp.example.test", "tileserver"
+
+
+def key_file(path: Path, keys: dict[str, str]) -> Path:
+    path.write_text("# key role\n" + "".join(f"{k} {r}\n" for k, r in keys.items()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def keyed(
+    tmp_path_factory: pytest.TempPathFactory, fixture_dir: dict[str, FixtureSet]
+) -> Iterator[tuple[ServerProcess, Path]]:
+    work = tmp_path_factory.mktemp("keys")
+    keys = key_file(work / "keys.txt", KEYS)
+    slides = [fixture_dir["jpeg_bot"].directory]
+    process = ServerProcess(slides, work, extra_args=["--api-keys", str(keys)]).start()
+    try:
+        yield process, keys
+    finally:
+        process.stop()
+
+
+def _get(url: str, path: str, key: str | None = None, **kwargs: object) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    return httpx.request(str(kwargs.pop("method", "GET")), url + path, headers=headers, timeout=30)
+
+
+def test_requests_without_a_valid_key_are_refused_with_a_challenge(
+    keyed: tuple[ServerProcess, Path], fixture_dir: dict[str, FixtureSet]
+) -> None:
+    url, sid = keyed[0].url, fixture_dir["jpeg_bot"].series_uid
+    for path in ("/slides", f"/slides/{sid}/tiles/0/0/0", "/dicomweb/studies", "/"):
+        for key in (None, "not-a-key"):
+            response = _get(url, path, key)
+            assert response.status_code == 401, (path, key)
+            assert response.headers["www-authenticate"].startswith("Bearer")
+            assert "error" in response.json()
+    assert _get(url, "/healthz").status_code == 200 and _get(url, "/readyz").status_code == 200
+    preflight = httpx.options(
+        url + "/slides",
+        headers={"origin": "https://viewer.test", "access-control-request-method": "GET"},
+    )
+    assert preflight.status_code == 204
+
+
+def test_roles_read_write_admin(
+    keyed: tuple[ServerProcess, Path], fixture_dir: dict[str, FixtureSet]
+) -> None:
+    url, sid = keyed[0].url, fixture_dir["jpeg_bot"].series_uid
+    tile = f"/slides/{sid}/tiles/0/0/0"
+    for _ in range(3):  # the third read comes from the stored-tile chain's fast path
+        assert _get(url, tile, "reader-key-1").status_code == 200
+    via_header = httpx.get(url + tile, headers={"x-api-key": "reader-key-1"})
+    assert via_header.status_code == 200
+    assert _get(url, "/cache", "reader-key-1", method="DELETE").status_code == 403
+    assert _get(url, "/cache", "writer-key-1", method="DELETE").status_code == 403
+    assert _get(url, "/cache", "admin-key-1", method="DELETE").status_code == 200
+    assert _get(url, "/metrics", "reader-key-1").status_code == 403
+    assert _get(url, "/metrics", "admin-key-1").status_code == 200
+    stow = _get(url, "/dicomweb/studies", "reader-key-1", method="POST")
+    assert stow.status_code == 403 and "write" in stow.json()["error"]
+
+
+def test_keys_rotate_by_rewriting_the_file(keyed: tuple[ServerProcess, Path]) -> None:
+    process, keys = keyed
+    rotated = {k: v for k, v in KEYS.items() if k != "reader-key-1"} | {"reader-key-2": "read"}
+    key_file(keys, rotated)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if _get(process.url, "/slides", "reader-key-1").status_code == 401:
+            break
+        time.sleep(0.2)
+    assert _get(process.url, "/slides", "reader-key-1").status_code == 401
+    assert _get(process.url, "/slides", "reader-key-2").status_code == 200
+    key_file(keys, KEYS)
+
+
+# -- OIDC ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def signing(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
+    """An RSA key of the "issuer" and its JWKS file."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwks = tmp_path_factory.mktemp("oidc") / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}))
+    return key, jwks
+
+
+def token(key: object, **claims: object) -> str:
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "dr-who", "exp": int(time.time()) + 600}
+    body.update(claims)
+    return jwt.encode(body, key, algorithm="RS256", headers={"kid": "k1"})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def oidc(
+    tmp_path_factory: pytest.TempPathFactory,
+    fixture_dir: dict[str, FixtureSet],
+    signing: tuple[object, Path],
+) -> Iterator[str]:
+    work = tmp_path_factory.mktemp("oidc-server")
+    tree = work / "slides"
+    for case in ("jpeg_bot", "j2k_lossless"):
+        os.makedirs(tree, exist_ok=True)
+        os.symlink(fixture_dir[case].directory, tree / case)
+    args = ["--oidc-jwks", str(signing[1]), "--oidc-issuer", ISSUER, "--oidc-audience", AUDIENCE]
+    process = ServerProcess([tree], work, extra_args=args).start()
+    try:
+        yield process.url
+    finally:
+        process.stop()
+
+
+def test_bearer_tokens_are_checked(oidc: str, signing: tuple[object, Path]) -> None:
+    key = signing[0]
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert _get(oidc, "/slides", token(key, role="read")).status_code == 200
+    refused = [
+        token(key, role="read", exp=int(time.time()) - 60),  # expired
+        token(key, role="read", aud="another-service"),
+        token(key, role="read", iss="https://evil.test"),
+        token(other, role="read"),  # not the issuer's key
+        token(key),  # no role
+    ]
+    for bad in refused:
+        assert _get(oidc, "/slides", bad).status_code == 401
+    admin = token(key, role=["read", "admin"])
+    assert _get(oidc, "/cache", admin, method="DELETE").status_code == 200
+    assert _get(oidc, "/cache", token(key, role="read"), method="DELETE").status_code == 403
+
+
+def test_a_tokens_studies_hide_every_other_slide(
+    oidc: str, signing: tuple[object, Path], fixture_dir: dict[str, FixtureSet]
+) -> None:
+    allowed, hidden = fixture_dir["jpeg_bot"], fixture_dir["j2k_lossless"]
+    limited = token(signing[0], role="read", studies=[allowed.study_uid])
+    listed = _get(oidc, "/slides", limited).json()["slides"]
+    assert [s["id"] for s in listed] == [allowed.series_uid]
+    for path in (f"/slides/{hidden.series_uid}", f"/slides/{hidden.series_uid}/tiles/0/0/0"):
+        assert _get(oidc, path, limited).status_code == 404
+    for path in (f"/dzi/{hidden.series_uid}.dzi", f"/iiif/3/{hidden.series_uid}/info.json"):
+        assert _get(oidc, path, limited).status_code == 404
+    for _ in range(3):  # never from the fast path for a limited token, and still served
+        assert _get(oidc, f"/slides/{allowed.series_uid}/tiles/0/0/0", limited).status_code == 200
+    everyone = token(signing[0], role="read")
+    assert len(_get(oidc, "/slides", everyone).json()["slides"]) == 2
+
+
+def test_serving_beyond_loopback_without_credentials_warns(tmp_path: Path) -> None:
+    port = free_port()
+    argv = [sys.executable, "-m", "tileserver.cli", "serve", "--host", "0.0.0.0"]
+    argv += ["--port", str(port), "--catalog", str(tmp_path / "c.sqlite")]
+    with subprocess.Popen(
+        argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    ) as process:
+        try:
+            assert process.stderr is not None
+            line = process.stderr.readline()
+            assert "WARNING" in line and "no access check" in line
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
