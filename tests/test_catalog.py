@@ -293,7 +293,7 @@ def test_a_set_up_catalog_opens_without_writing(tmp_path: Path) -> None:
     import sqlite3
     import threading
 
-    from tileserver.catalog.store import SCHEMA_VERSION
+    from tileserver.catalog.sqlite import SCHEMA_VERSION
 
     path = tmp_path / "catalog.sqlite"
     Catalog(path).close()

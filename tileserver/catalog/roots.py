@@ -28,7 +28,7 @@ def under_roots(
         return sql, params
     glue = " AND " if " WHERE " in sql else " WHERE "
     if not roots:
-        return f"{sql}{glue}0", params
+        return f"{sql}{glue}FALSE", params
     parts = [_root_condition(r) for r in roots]
     condition = " OR ".join(p[0] for p in parts)
     return f"{sql}{glue}({condition})", (*params, *(v for p in parts for v in p[1]))

@@ -1,12 +1,19 @@
-"""The persistent catalog: SQLite in WAL mode, one row per source, frame tables as .npy blobs.
+"""The persistent catalog: one interface over SQLite (one machine) or PostgreSQL (many).
 
-A source (a local file; an object later) is keyed by its URI and identified by its size and
+A source (a local file or an object) is keyed by its URI and identified by its size and
 tag (``readers/source.py``): an unchanged source is never re-read, a changed one is
 re-indexed, a vanished one dropped. Each row names the format backend that indexed it and
 the slide it belongs to; a DICOM instance also gets an ``instances`` row (what QIDO searches
 and the DICOM backend opens), other backends keep their own record bytes. Each source's rows
 are written in one transaction, so a reader never sees a half-written entry and an
-interrupted scan resumes where it stopped.
+interrupted scan resumes where it stopped. Every write transaction bumps the catalog's
+generation, which other processes (on any host) poll to notice changes.
+
+``Catalog(location)`` opens the backend the location names: a ``postgresql://`` URL
+(``catalog/postgres.py``) or a file path (``catalog/sqlite.py``). SQL given to ``query`` and
+to a transaction's ``execute`` is written once for both: ``?`` placeholders (turned into
+``%s`` for PostgreSQL, so the catalog's SQL has no ``?`` or ``%`` of its own) and what both
+databases read alike; what must differ is in ``Dialect``.
 
 Which sources a server serves is decided by its roots, as path prefixes (``under_roots``):
 not by the root a source was first found under, so servers started on a folder and on its
@@ -15,83 +22,28 @@ parent share one catalog without losing slides.
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
-import threading
+import os
 import time
-import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from tileserver.catalog.codec import instance_from_row, instance_row
 from tileserver.catalog.roots import under_roots
 from tileserver.readers.base import IndexedFile, StoredFile
 from tileserver.readers.locator import TileLocator
-from tileserver.readers.source import SourceIdentity
+from tileserver.readers.source import SourceIdentity, normalize_root
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY,
-    root TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    tag TEXT NOT NULL,
-    backend TEXT,
-    slide_id TEXT,
-    record BLOB,
-    status TEXT NOT NULL CHECK (status IN ('indexed', 'skipped')),
-    reason TEXT,
-    indexed_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS instances (
-    path TEXT PRIMARY KEY REFERENCES files(path) ON DELETE CASCADE,
-    sop_instance_uid TEXT NOT NULL,
-    series_uid TEXT NOT NULL,
-    study_uid TEXT NOT NULL,
-    patient_id TEXT,
-    patient_name TEXT,
-    study_date TEXT,
-    accession_number TEXT,
-    modality TEXT,
-    header BLOB NOT NULL,
-    icc_profile BLOB,
-    frames BLOB NOT NULL,
-    frame_table_kind TEXT NOT NULL,
-    positions BLOB,
-    z_base REAL NOT NULL,
-    notes BLOB NOT NULL,
-    dataset_json BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
-CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
-CREATE INDEX IF NOT EXISTS instances_patient ON instances(patient_id);
-CREATE INDEX IF NOT EXISTS instances_sop ON instances(sop_instance_uid);
-CREATE INDEX IF NOT EXISTS files_slide ON files(slide_id);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS tile_locators (
-    slide_id TEXT PRIMARY KEY,
-    version TEXT NOT NULL,
-    meta BLOB NOT NULL,
-    tables BLOB NOT NULL,
-    opened_at REAL NOT NULL
-);
-INSERT OR IGNORE INTO meta VALUES ('generation', 0);
-"""
 #: Tile locators kept (``put_locator``): those of the slides opened last.
 LOCATORS_KEPT = 1024
-#: Stored as ``PRAGMA user_version`` once ``SCHEMA`` has run: a catalog already set up is
-#: opened without a write (several workers start at once). Changes whenever SCHEMA does;
-#: never 0, a new database's value. A catalog of another version is an index of another
-#: shape: its tables are dropped and the next scan rebuilds them (headers only).
-SCHEMA_VERSION = (zlib.crc32(SCHEMA.encode()) & 0x7FFFFFFF) or 1
+#: The catalog's tables, dropped together when a catalog of another schema version opens.
+TABLES = ("tile_locators", "instances", "files", "meta")
 #: What ``instance_from_row`` reads: not the DICOM JSON, which can be many times the size
 #: of the rest (per-frame groups of a sparse image) and only DICOMweb needs.
 _INSTANCE_COLUMNS = (
     "i.path, i.header, i.icc_profile, i.frames, i.frame_table_kind, i.positions, i.z_base, i.notes"
 )
-
 _SEARCH_COLUMNS = {
     "patient_id": "PatientID",
     "patient_name": "PatientName",
@@ -99,9 +51,45 @@ _SEARCH_COLUMNS = {
     "accession_number": "AccessionNumber",
     "modality": "Modality",
 }
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+Location = str | os.PathLike[str]
+Roots = Sequence[str | os.PathLike[str]]
 
 
-_TABLES = ("tile_locators", "instances", "files", "meta")
+class Row(Protocol):
+    """A result row by column position or name (``sqlite3.Row`` and its PostgreSQL twin)."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+
+    def keys(self) -> list[str]: ...
+
+
+class Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Tx(Protocol):
+    """The connection a write transaction runs on (``?`` placeholders on every backend)."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What a search front must write differently per database."""
+
+    name: str
+    #: The case-sensitive wildcard operator (``column MATCH ?``).
+    match: str
+    #: A DICOM wildcard pattern (``*`` any run, ``?`` one character) as ``match``'s operand.
+    pattern: Callable[[str], str]
+    #: An aggregate of the distinct values of ``{}`` joined by commas.
+    list_agg: str
 
 
 @dataclass(frozen=True)
@@ -129,74 +117,62 @@ class FileRecord:
         return self.identity.uri
 
 
+def is_database_url(location: Location) -> bool:
+    """Whether a ``--catalog`` value names a PostgreSQL database rather than a file."""
+    return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
+
+
+def _backend_class(location: Location) -> type[Catalog]:
+    if is_database_url(location):
+        from tileserver.catalog.postgres import PostgresCatalog
+
+        return PostgresCatalog
+    from tileserver.catalog.sqlite import SQLiteCatalog
+
+    return SQLiteCatalog
+
+
 class Catalog:
-    """Thread-safe handle on one catalog database; each process opens its own."""
+    """Thread-safe handle on one catalog; each process opens its own.
 
-    def __init__(self, path: str | Path, roots: Sequence[str | Path] | None = None) -> None:
-        """Open (creating) the catalog; ``roots`` limits the ``served_instances`` view."""
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(
-            self.path, check_same_thread=False, timeout=30, isolation_level=None
-        )
-        self._conn.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
-        with self._lock:
-            self._setup(roots)
+    ``Catalog(location, roots)`` returns the backend ``location`` names; ``roots`` limits
+    the ``served_instances`` view that search fronts read."""
 
-    def _setup(self, roots: Sequence[str | Path] | None, attempts: int = 50) -> None:
-        # Several worker processes open a new catalog at once; switching it to WAL takes
-        # an exclusive lock that SQLite's busy timeout does not always wait for.
-        for attempt in range(attempts):
-            try:
-                if self._conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                    self._conn.execute("PRAGMA journal_mode=WAL")  # persistent: set once
-                    self._create()
-                self._conn.execute("PRAGMA synchronous=NORMAL")
-                self._conn.execute("PRAGMA foreign_keys=ON")
-                self._conn.execute(_served_view(roots))
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == attempts - 1:
-                    raise
-                time.sleep(0.05 + 0.01 * attempt)
+    dialect: ClassVar[Dialect]
 
-    def _create(self) -> None:
-        """Create the tables, dropping those of another schema version (derived data)."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            if self._conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                for table in _TABLES:
-                    self._conn.execute(f"DROP TABLE IF EXISTS {table}")
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        self._conn.execute(statement)
-                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+    def __new__(cls, location: Location, roots: Roots | None = None) -> Catalog:
+        return super().__new__(_backend_class(location) if cls is Catalog else cls)
+
+    # -- what each backend provides --------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The catalog's location for messages (no password)."""
+        raise NotImplementedError
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run a read-only query (rows by column name); for search fronts such as QIDO."""
+        raise NotImplementedError
+
+    def transaction(self) -> AbstractContextManager[Tx]:
+        """A write transaction that bumps the generation; rolled back on an exception."""
+        raise NotImplementedError
+
+    def _untracked(self) -> AbstractContextManager[Tx]:
+        """A write transaction that leaves the generation alone (bookkeeping, not content)."""
+        raise NotImplementedError
+
+    def scan_lock(self, wait: bool = True) -> AbstractContextManager[bool]:
+        """Held by the one process (on any host) that scans; yields whether it was got
+        (always True with ``wait``, which blocks until the scanner before is done)."""
+        raise NotImplementedError
+
+    def _index_names(self) -> set[str]:
+        """Names of the indexes the catalog's tables have."""
+        raise NotImplementedError
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
-            self._conn.execute("COMMIT")
-
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        """Run a read-only query (rows by column name); for search fronts such as QIDO."""
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+        raise NotImplementedError
 
     # -- writing -------------------------------------------------------------------------
 
@@ -204,28 +180,30 @@ class Catalog:
         self, root: str, identity: SourceIdentity, backend: str, indexed: IndexedFile
     ) -> None:
         """Store an indexed source, replacing whatever the catalog had for its URI."""
-        with self.transaction() as conn:
-            self._put_file(conn, identity, root, "indexed", None, backend, indexed)
+        with self.transaction() as tx:
+            _put_file(tx, identity, root, "indexed", None, backend, indexed)
             if indexed.instance is not None:
                 row = instance_row(indexed.instance)
                 attrs = indexed.instance.header.attributes
                 row.update({col: attrs.get(key) for col, key in _SEARCH_COLUMNS.items()})
                 row["path"] = identity.uri
-                columns = ", ".join(row)
-                marks = ", ".join(f":{c}" for c in row)
-                conn.execute(f"INSERT INTO instances ({columns}) VALUES ({marks})", row)
+                marks = ", ".join("?" * len(row))
+                tx.execute(
+                    f"INSERT INTO instances ({', '.join(row)}) VALUES ({marks})", [*row.values()]
+                )
 
     def put_skipped(self, root: str, identity: SourceIdentity, reason: str) -> None:
-        with self.transaction() as conn:
-            self._put_file(conn, identity, root, "skipped", reason, None, None)
+        with self.transaction() as tx:
+            _put_file(tx, identity, root, "skipped", reason, None, None)
 
     def remove(self, paths: list[str]) -> None:
         if not paths:
             return
-        with self.transaction() as conn:
-            conn.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
-            conn.execute(
-                "DELETE FROM tile_locators WHERE slide_id NOT IN (SELECT series_uid FROM instances)"
+        with self.transaction() as tx:
+            tx.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
+            tx.execute(
+                "DELETE FROM tile_locators WHERE slide_id NOT IN "
+                "(SELECT slide_id FROM files WHERE slide_id IS NOT NULL)"
             )
 
     def put_locator(self, slide_id: str, locator: TileLocator, keep: int = LOCATORS_KEPT) -> None:
@@ -234,57 +212,38 @@ class Catalog:
         large as the slide's frame tables. Rewritten only when its description differs.
         Not a catalog change: the generation stays, so no process re-reads its slides."""
         meta, tables = locator.encode()
-        # A connection of its own: waiting out another process's write must not hold the
-        # lock this process's catalog reads take. ``meta`` describes ``tables`` completely
-        # (they change only with the files it lists or with the locator's format).
-        with contextlib.closing(sqlite3.connect(self.path, timeout=10)) as conn, conn:
-            row = conn.execute(
+        now = time.time()
+        with self._untracked() as tx:
+            # ``meta`` describes ``tables`` completely (they change only with the files
+            # it lists or with the locator's format): an unchanged one is only touched.
+            row = tx.execute(
                 "SELECT meta FROM tile_locators WHERE slide_id = ?", (slide_id,)
             ).fetchone()
-            if row is not None and row[0] == meta:
-                conn.execute(
-                    "UPDATE tile_locators SET opened_at = ? WHERE slide_id = ?",
-                    (time.time(), slide_id),
+            if row is not None and bytes(row[0]) == meta:
+                tx.execute(
+                    "UPDATE tile_locators SET opened_at = ? WHERE slide_id = ?", (now, slide_id)
                 )
             else:
-                conn.execute(
-                    "INSERT OR REPLACE INTO tile_locators VALUES (?, ?, ?, ?, ?)",
-                    (slide_id, locator.version, meta, tables, time.time()),
+                tx.execute(
+                    "INSERT INTO tile_locators VALUES (?, ?, ?, ?, ?) ON CONFLICT (slide_id) "
+                    "DO UPDATE SET version = excluded.version, meta = excluded.meta, "
+                    "tables = excluded.tables, opened_at = excluded.opened_at",
+                    (slide_id, locator.version, meta, tables, now),
                 )
-            conn.execute(
+            tx.execute(
                 "DELETE FROM tile_locators WHERE slide_id NOT IN "
                 "(SELECT slide_id FROM tile_locators ORDER BY opened_at DESC LIMIT ?)",
                 (keep,),
             )
 
-    @staticmethod
-    def _put_file(
-        conn: sqlite3.Connection,
-        identity: SourceIdentity,
-        root: str,
-        status: str,
-        reason: str | None,
-        backend: str | None,
-        indexed: IndexedFile | None,
-    ) -> None:
-        conn.execute("DELETE FROM files WHERE path = ?", (identity.uri,))
-        slide_id = indexed.slide_id if indexed is not None else None
-        record = indexed.record if indexed is not None else None
-        conn.execute(
-            "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                identity.uri,
-                root,
-                identity.size,
-                identity.tag,
-                backend,
-                slide_id,
-                record,
-                status,
-                reason,
-                time.time(),
-            ),
-        )
+    def ensure_indexes(self, indexes: Mapping[str, str]) -> None:
+        """Create the indexes (name -> ``table(columns)``) a search front needs, in one
+        write only when some are missing (a catalog already set up is opened without one)."""
+        missing = [name for name in indexes if name not in self._index_names()]
+        if missing:
+            with self.transaction() as tx:
+                for name in missing:
+                    tx.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {indexes[name]}")
 
     # -- reading -------------------------------------------------------------------------
 
@@ -294,7 +253,10 @@ class Catalog:
 
     def files(self, roots: Sequence[str] | None = None) -> dict[str, FileRecord]:
         """Every cataloged source (only those under ``roots`` when given), by URI."""
-        sql, params = under_roots("SELECT * FROM files f", roots)
+        sql, params = under_roots(
+            "SELECT f.path, f.root, f.size, f.tag, f.status, f.reason, f.backend FROM files f",
+            roots,
+        )
         return {r["path"]: _file_record(r) for r in self.query(sql, params)}
 
     def skipped(self, roots: Sequence[str] | None = None) -> list[FileRecord]:
@@ -322,7 +284,7 @@ class Catalog:
         sql, params = under_roots(
             f"SELECT f.path AS uri, f.root, f.size, f.tag, f.backend, f.record, "
             f"i.path IS NOT NULL AS dicom, {_INSTANCE_COLUMNS} "
-            "FROM files f LEFT JOIN instances i USING (path) "
+            "FROM files f LEFT JOIN instances i ON i.path = f.path "
             "WHERE f.slide_id = ? AND f.status = 'indexed'",
             roots,
             (slide_id,),
@@ -331,36 +293,51 @@ class Catalog:
         for r in self.query(sql + " ORDER BY f.path", params):
             identity = SourceIdentity(r["uri"], int(r["size"]), str(r["tag"]))
             instance = instance_from_row(r, identity.size) if r["dicom"] else None
-            stored.append(StoredFile(identity, r["root"], r["backend"], instance, r["record"]))
+            record = None if r["record"] is None else bytes(r["record"])
+            stored.append(StoredFile(identity, r["root"], r["backend"], instance, record))
         return stored
 
 
-def _file_record(r: sqlite3.Row) -> FileRecord:
+def _put_file(
+    tx: Tx,
+    identity: SourceIdentity,
+    root: str,
+    status: str,
+    reason: str | None,
+    backend: str | None,
+    indexed: IndexedFile | None,
+) -> None:
+    tx.execute("DELETE FROM files WHERE path = ?", (identity.uri,))
+    slide_id = indexed.slide_id if indexed is not None else None
+    record = indexed.record if indexed is not None else None
+    values = (identity.uri, root, identity.size, identity.tag, backend, slide_id, record)
+    tx.execute(
+        "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (*values, status, reason, time.time()),
+    )
+
+
+def _file_record(r: Row) -> FileRecord:
     identity = SourceIdentity(r["path"], int(r["size"]), str(r["tag"]))
     return FileRecord(identity, r["root"], r["status"], r["reason"], r["backend"])
 
 
-def _served_view(roots: Sequence[str | Path] | None) -> str:
-    """``served_instances``: the instances under this process's roots (all without roots).
-
-    Several servers or ``tileserver index`` runs may share one catalog; search fronts read
-    this view so each server answers only for its own slide directories.
-    """
+def served_view_select(roots: Roots | None) -> str:
+    """The ``served_instances`` query: the instances under this process's roots (all
+    without roots). Several servers or ``tileserver index`` runs may share one catalog;
+    search fronts read this view so each server answers only for its own slide roots."""
     where = ""
-    if roots:  # a temporary view cannot take parameters: the roots are inlined, quoted
+    if roots:  # a view cannot take parameters: the roots are inlined, quoted
         conditions = []
         for root in roots:
-            name = str(Path(root).resolve())
+            name = normalize_root(root)
             prefix = name.rstrip("/") + "/"
             quoted, quoted_prefix = _quote(name), _quote(prefix)
             conditions.append(
                 f"(f.path = {quoted} OR substr(f.path, 1, {len(prefix)}) = {quoted_prefix})"
             )
         where = " WHERE " + " OR ".join(conditions)
-    return (
-        "CREATE TEMP VIEW IF NOT EXISTS served_instances AS SELECT i.* FROM instances i "
-        f"JOIN files f USING (path){where}"
-    )
+    return f"SELECT i.* FROM instances i JOIN files f ON f.path = i.path{where}"
 
 
 def _quote(text: str) -> str:

@@ -1,6 +1,7 @@
 """QIDO-RS search: query parameters -> SQL over indexed catalog columns -> DICOM JSON.
 
-Matching runs in SQLite on the catalog's search columns (indexes from ``ensure_indexes``);
+Matching runs in the catalog's database (SQLite or PostgreSQL: one query builder, the few
+differences in the catalog's ``Dialect``) on its search columns (indexes from ``ensure_indexes``);
 result attributes come from each group's representative instance header (the catalog's
 header JSON), so a study search never parses a full dataset. Only instance searches, and
 study/series searches whose ``includefield`` names attributes the header lacks, read the
@@ -10,7 +11,6 @@ stored DICOM JSON.
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,6 +18,7 @@ from typing import Any, Literal
 import orjson
 
 from tileserver.catalog import Catalog
+from tileserver.catalog.store import Dialect, Row
 from tileserver.dicom.header import VL_WSI
 from tileserver.dicomweb.dicomjson import (
     AVAILABLE_TRANSFER_SYNTAX,
@@ -78,17 +79,29 @@ _ensured: set[str] = set()
 
 
 def ensure_indexes(catalog: Catalog) -> None:
-    """Create the search indexes QIDO needs (once per catalog file and process)."""
-    key = str(catalog.path)
-    if key in _ensured:
+    """Create the search indexes QIDO needs (once per catalog and process)."""
+    if catalog.name in _ensured:
         return
-    rows = catalog.query("SELECT name FROM sqlite_master WHERE type = 'index'")
-    missing = [name for name in INDEXES if name not in {r[0] for r in rows}]
-    if missing:
-        with catalog.transaction() as conn:
-            for name in missing:
-                conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {INDEXES[name]}")
-    _ensured.add(key)
+    catalog.ensure_indexes(INDEXES)
+    _ensured.add(catalog.name)
+
+
+@dataclass(frozen=True)
+class Wildcard:
+    """A DICOM wildcard pattern parameter (``*``, ``?``), written for the catalog's
+    database when the search runs; its condition says ``{match}`` for the operator."""
+
+    text: str
+
+
+_MATCH = "{match}"
+
+
+def _for_dialect(query: Query, dialect: Dialect) -> tuple[list[str], list[Any]]:
+    """``query``'s conditions and parameters in the words of the catalog's database."""
+    where = [w.replace(_MATCH, dialect.match) for w in query.where]
+    params = [dialect.pattern(p.text) if isinstance(p, Wildcard) else p for p in query.params]
+    return where, params
 
 
 @dataclass(frozen=True)
@@ -187,7 +200,7 @@ def _match(b: _Builder, tag: str, values: list[str]) -> bool:
     """Add the condition for one matching key; False when the key is not supported."""
     if tag == SOP_CLASS_UID:
         if VL_WSI not in _split(values):
-            b.add("0")
+            b.add("FALSE")
         return True
     if tag == _MODALITIES_IN_STUDY:
         mods = _split(values)
@@ -220,20 +233,17 @@ def _split(values: list[str]) -> list[str]:
     return [u.strip() for v in values for u in re.split(r"[,\\]", v) if u.strip()]
 
 
-def _glob_escape(text: str) -> str:
-    return text.replace("[", "[[]")
-
-
 def _match_text(b: _Builder, column: str, value: str, *, fuzzy: bool) -> None:
     value = value.strip()
     if value in ("", "*"):
         return
     wild = "*" in value or "?" in value
-    if fuzzy:
-        pattern = _glob_escape(value.lower()).rstrip("*") + "*"
-        b.add(f"(lower({column}) GLOB ? OR lower({column}) GLOB ?)", pattern, "*[ ^]" + pattern)
+    if fuzzy:  # the name, or any of its components, starts with the value
+        pattern = value.lower().rstrip("*") + "*"
+        starts = [Wildcard(pattern), Wildcard("* " + pattern), Wildcard("*^" + pattern)]
+        b.add("(" + " OR ".join([f"lower({column}) {_MATCH} ?"] * 3) + ")", *starts)
     elif wild:
-        b.add(f"{column} GLOB ?", _glob_escape(value))
+        b.add(f"{column} {_MATCH} ?", Wildcard(value))
     else:
         b.add(f"{column} = ?", value)
 
@@ -261,15 +271,26 @@ def _match_date(b: _Builder, column: str, value: str) -> None:
 
 # -- running a search ---------------------------------------------------------------------
 
+#: Level -> (grouping key, aggregates ({} is the dialect's list aggregate), columns of the
+#: group's representative instance: the one of its first path).
 _GROUPS = {
     "study": (
         "study_uid",
-        "COUNT(DISTINCT series_uid) AS n_series, COUNT(*) AS n_instances, "
-        "GROUP_CONCAT(DISTINCT modality) AS modalities",
+        "COUNT(DISTINCT series_uid) AS n_series, COUNT(*) AS n_instances, {} AS modalities",
+        "",
     ),
-    "series": ("series_uid", "study_uid, COUNT(DISTINCT sop_instance_uid) AS n_instances"),
-    "instance": ("sop_instance_uid", "series_uid, study_uid, dataset_json"),
+    "series": ("series_uid", "COUNT(DISTINCT sop_instance_uid) AS n_instances", ", study_uid"),
+    "instance": ("sop_instance_uid", "", ", series_uid, study_uid, dataset_json"),
 }
+
+
+def _aggregate_columns(level: Level, dialect: Dialect) -> str:
+    columns = _GROUPS[level][1].replace("{}", dialect.list_agg.format("modality"))
+    return f", {columns}" if columns else ""
+
+
+#: A search result row: its group's key and counts and its representative's columns.
+Found = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -282,22 +303,43 @@ class SearchResult:
 def search(catalog: Catalog, query: Query, base_url: str) -> SearchResult:
     """Run ``query``; ``base_url`` is the DICOMweb root that RetrieveURLs start with."""
     ensure_indexes(catalog)
-    key, columns = _GROUPS[query.level]
-    where = " AND ".join(query.where) or "1"
-    if query.level != "instance" and query.where:
+    key = _GROUPS[query.level][0]
+    conditions, params = _for_dialect(query, catalog.dialect)
+    where = " AND ".join(conditions) or "TRUE"
+    if query.level != "instance" and conditions:
         where = f"{key} IN (SELECT {key} FROM served_instances WHERE {where})"
     limit = min(query.limit if query.limit is not None else MAX_RESULTS, MAX_RESULTS)
     sql = (
-        f"SELECT {key} AS k, MIN(path) AS rep, header, {columns} FROM served_instances "
-        f"WHERE {where} GROUP BY {key} ORDER BY {key} LIMIT ? OFFSET ?"
+        f"SELECT {key} AS k, MIN(path) AS rep{_aggregate_columns(query.level, catalog.dialect)} "
+        f"FROM served_instances WHERE {where} GROUP BY {key} ORDER BY {key} LIMIT ? OFFSET ?"
     )
-    rows = catalog.query(sql, (*query.params, limit + 1, query.offset))
-    truncated = len(rows) > limit and query.limit is None
+    groups = catalog.query(sql, (*params, limit + 1, query.offset))
+    truncated = len(groups) > limit and query.limit is None
+    rows = _with_representatives(catalog, query.level, groups[:limit])
     build = {"study": _study, "series": _series, "instance": _instance}[query.level]
-    matches = [build(catalog, row, query, base_url) for row in rows[:limit]]
+    matches = [build(catalog, row, query, base_url) for row in rows]
     for level in query.context:
-        _add_context(catalog, level, rows[:limit], matches)
+        _add_context(catalog, level, rows, matches)
     return SearchResult(matches, truncated)
+
+
+def _with_representatives(catalog: Catalog, level: Level, groups: Sequence[Row]) -> list[Found]:
+    """Each group with the columns of its representative instance, looked up by path (a
+    second indexed query, as the group's other columns are not in its GROUP BY)."""
+    columns = f"path, header{_GROUPS[level][2]}"
+    paths = [g["rep"] for g in groups]
+    reps: dict[str, Row] = {}
+    for i in range(0, len(paths), 500):
+        batch = paths[i : i + 500]
+        sql = f"SELECT {columns} FROM served_instances WHERE path IN ({','.join('?' * len(batch))})"
+        reps.update({r["path"]: r for r in catalog.query(sql, batch)})
+    # A group whose representative was removed between the two queries is left out.
+    return [_merged(g, reps[g["rep"]]) for g in groups if g["rep"] in reps]
+
+
+def _merged(*rows: Row) -> Found:
+    # Rows iterate over values, not names (sqlite3.Row): ``keys()`` is needed.
+    return {key: row[key] for row in rows for key in row.keys()}  # noqa: SIM118
 
 
 _CONTEXT_FIELDS: dict[str, tuple[str, ...]] = {"study": STUDY_FIELDS, "series": SERIES_FIELDS}
@@ -305,7 +347,7 @@ _CONTEXT_KEYS = {"study": "study_uid", "series": "series_uid"}
 
 
 def _add_context(
-    catalog: Catalog, level: Level, rows: Sequence[sqlite3.Row], matches: list[JsonDataset]
+    catalog: Catalog, level: Level, rows: Sequence[Found], matches: list[JsonDataset]
 ) -> None:
     """The ``level`` attributes of each match's study or series (headers and counts)."""
     key = _CONTEXT_KEYS[level]
@@ -319,21 +361,21 @@ def _add_context(
 
 def _aggregates(catalog: Catalog, level: Level, uids: set[str]) -> dict[str, JsonDataset]:
     """Counts (and ModalitiesInStudy) of each study or series in ``uids``."""
-    key, columns = _GROUPS[level]
+    key, columns = _GROUPS[level][0], _aggregate_columns(level, catalog.dialect)
     counted = _study_counts if level == "study" else _series_counts
     found: dict[str, JsonDataset] = {}
     ordered = sorted(uids)
     for i in range(0, len(ordered), 500):
         batch = ordered[i : i + 500]
         sql = (
-            f"SELECT {key} AS k, {columns} FROM served_instances "
+            f"SELECT {key} AS k{columns} FROM served_instances "
             f"WHERE {key} IN ({','.join('?' * len(batch))}) GROUP BY {key}"
         )
-        found.update({row["k"]: counted(row) for row in catalog.query(sql, tuple(batch))})
+        found.update({row["k"]: counted(_merged(row)) for row in catalog.query(sql, batch)})
     return found
 
 
-def _study_counts(row: sqlite3.Row) -> JsonDataset:
+def _study_counts(row: Found) -> JsonDataset:
     return {
         "00080061": element("00080061", sorted(set((row["modalities"] or "").split(",")))),
         "00201206": element("00201206", row["n_series"]),
@@ -341,18 +383,16 @@ def _study_counts(row: sqlite3.Row) -> JsonDataset:
     }
 
 
-def _series_counts(row: sqlite3.Row) -> JsonDataset:
+def _series_counts(row: Found) -> JsonDataset:
     return {"00201209": element("00201209", row["n_instances"])}
 
 
-def _attributes(row: sqlite3.Row) -> dict[str, Any]:
+def _attributes(row: Found) -> dict[str, Any]:
     attributes: dict[str, Any] = orjson.loads(row["header"])["attributes"]
     return attributes
 
 
-def _fields(
-    catalog: Catalog, row: sqlite3.Row, query: Query, defaults: tuple[str, ...]
-) -> JsonDataset:
+def _fields(catalog: Catalog, row: Found, query: Query, defaults: tuple[str, ...]) -> JsonDataset:
     attrs = _attributes(row)
     wanted = set(defaults) | set(query.include)
     if query.include_all:
@@ -376,7 +416,7 @@ def _plain(value: dict[str, Any]) -> bool:
     return "BulkDataURI" not in value and "InlineBinary" not in value
 
 
-def _study(catalog: Catalog, row: sqlite3.Row, query: Query, base: str) -> JsonDataset:
+def _study(catalog: Catalog, row: Found, query: Query, base: str) -> JsonDataset:
     out = _fields(catalog, row, query, STUDY_FIELDS)
     out[STUDY_UID] = element(STUDY_UID, row["k"])
     out.update(_study_counts(row))
@@ -385,7 +425,7 @@ def _study(catalog: Catalog, row: sqlite3.Row, query: Query, base: str) -> JsonD
     return out
 
 
-def _series(catalog: Catalog, row: sqlite3.Row, query: Query, base: str) -> JsonDataset:
+def _series(catalog: Catalog, row: Found, query: Query, base: str) -> JsonDataset:
     out = _fields(catalog, row, query, (*SERIES_FIELDS, *_PATIENT_FIELDS, "00080020"))
     out[STUDY_UID] = element(STUDY_UID, row["study_uid"])
     out[SERIES_UID] = element(SERIES_UID, row["k"])
@@ -396,7 +436,7 @@ def _series(catalog: Catalog, row: sqlite3.Row, query: Query, base: str) -> Json
     return out
 
 
-def _instance(catalog: Catalog, row: sqlite3.Row, query: Query, base: str) -> JsonDataset:
+def _instance(catalog: Catalog, row: Found, query: Query, base: str) -> JsonDataset:
     stored: JsonDataset = orjson.loads(row["dataset_json"])
     header = orjson.loads(row["header"])
     wanted = set(stored) if query.include_all else set(INSTANCE_FIELDS) | set(query.include)

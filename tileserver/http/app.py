@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -92,9 +90,10 @@ def _optional_routes() -> list[BaseRoute]:
 async def _scan_forever(state: AppState, service: TileService) -> None:
     """Initial scan (then ``/readyz`` turns 200), then a rescan every interval."""
     interval = state.settings.rescan_interval
+    scanned = False
     while True:
         try:
-            await service.run(_locked_refresh, service.library)
+            scanned = await service.run(_locked_refresh, service.library, wait=not scanned)
         except Exception as exc:  # a failed scan must not stop serving what is indexed
             log.exception("slide scan failed")
             state.scan_errors.append(str(exc))
@@ -104,12 +103,15 @@ async def _scan_forever(state: AppState, service: TileService) -> None:
         await asyncio.sleep(interval)
 
 
-def _locked_refresh(library: SlideLibrary) -> None:
-    """One process scans at a time; the others wait, then find everything unchanged."""
-    lock_path = Path(str(library.catalog.path) + ".scan-lock")
-    with lock_path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
+def _locked_refresh(library: SlideLibrary, wait: bool = True) -> bool:
+    """Scan unless another process (of any host sharing the catalog) is scanning: the
+    catalog's scan lock. Without ``wait`` the scan is skipped then, and this process picks
+    that scan's writes up from the catalog; with it, it waits its turn and finds what the
+    scanner before indexed unchanged. The first scan waits, and so does the one after a
+    skip (servers of other roots would otherwise starve). Whether it scanned."""
+    with library.catalog.scan_lock(wait=wait) as scanning:
+        if scanning:
             library.refresh()
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        else:
+            library.sync()
+        return scanning
