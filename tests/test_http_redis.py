@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,6 +101,23 @@ def test_redis_outage_does_not_interrupt_serving(
         for col in range(level.tiles_across)
     )
     assert eventually(lambda: _shared(a, b, next(urls)), timeout=20)
+
+
+def test_a_purge_redis_cannot_finish_answers_503(
+    pair: tuple[httpx.Client, httpx.Client, Path], redis_server: object
+) -> None:
+    """With Redis frozen (SIGSTOP: connections open, no answers), DELETE /cache says it
+    could not purge instead of answering 200 and purging nothing."""
+    a, _, _ = pair
+    process = redis_server._process  # type: ignore[attr-defined]
+    process.send_signal(signal.SIGSTOP)
+    try:
+        response = a.delete("/cache", timeout=60)
+    finally:
+        process.send_signal(signal.SIGCONT)
+    assert response.status_code == 503
+    assert "purge" in response.json()["error"]
+    assert eventually(lambda: a.delete("/cache").status_code == 200, timeout=20)
 
 
 def _shared(a: httpx.Client, b: httpx.Client, url: str) -> bool:

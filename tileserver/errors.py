@@ -9,6 +9,7 @@ TileServerError
 │   └── NotAcceptableError               nothing the client's Accept header allows
 ├── LimitExceededError                   a request that would cause too much work
 ├── SourceUnavailableError               storage that cannot be reached now (503)
+├── CacheUnavailableError                a shared cache a purge could not finish in (503)
 └── SlideError                           a file that cannot be indexed or read
     ├── NotWsiError                      readable DICOM, but not a VL Whole Slide Microscopy image
     └── CorruptSlideError                truncated, inconsistent or unparsable data
@@ -71,3 +72,8 @@ class SlideChangedError(CorruptSlideError):
 
 class SourceUnavailableError(TileServerError):
     """Storage that cannot answer now (a bucket unreachable or failing): try again later."""
+
+
+class CacheUnavailableError(TileServerError):
+    """A shared cache that did not answer an operation that must not fail silently (a
+    purge): reads and writes treat the same outage as misses instead."""

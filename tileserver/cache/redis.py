@@ -13,6 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from tileserver.cache.base import KEY_PREFIX
+from tileserver.errors import CacheUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class RedisCache:
         """Unlink every key starting with ``prefix`` (SCAN in batches, never KEYS).
 
         Always attempted, even during back-off; bounded by ``purge_timeout``. On failure
-        the keys unlinked so far are counted and the rest expire by their TTL.
+        ``CacheUnavailableError`` says how many keys went; the rest expire by their TTL.
         """
         pattern = _glob_escape(prefix) + "*"
         deleted = 0
@@ -102,7 +103,12 @@ class RedisCache:
                 if cursor == 0:
                     return
 
-        await self._guard(purge, self.purge_timeout)
+        finished, _ = await self._guard(purge, self.purge_timeout)
+        if not finished:  # a purge that silently did nothing would be believed
+            raise CacheUnavailableError(
+                f"Redis did not finish the purge ({deleted} entries removed); "
+                "the rest expire by their TTL"
+            )
         return deleted
 
     async def clear(self) -> None:

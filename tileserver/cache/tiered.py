@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from tileserver.cache.base import Cache
 from tileserver.cache.memory import MemoryCache
+from tileserver.errors import CacheUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +65,14 @@ class TieredCache:
         await self.flush()
         removed = await self.l1.delete_prefix(prefix)
         if self.l2 is not None:
-            removed += await self._guarded(self.l2.delete_prefix(prefix), 0)
+            removed += await self._guarded(self.l2.delete_prefix(prefix), 0, purge=True)
         return removed
 
     async def clear(self) -> None:
         await self.flush()
         await self.l1.clear()
         if self.l2 is not None:
-            await self._guarded(self.l2.clear(), None)
+            await self._guarded(self.l2.clear(), None, purge=True)
 
     async def flush(self) -> None:
         """Wait for the background L2 writes queued so far."""
@@ -99,10 +100,15 @@ class TieredCache:
     async def _l2_set(self, l2: Cache, key: str, value: bytes, ttl: float | None) -> None:
         await self._guarded(l2.set(key, value, ttl), None)
 
-    async def _guarded(self, call: Awaitable[T], default: T) -> T:
+    async def _guarded(self, call: Awaitable[T], default: T, purge: bool = False) -> T:
         # Our backends never raise, but L2 is any ``Cache``; its bugs must not fail requests.
+        # A purge is the exception: the caller must learn that it did not happen.
         try:
             return await call
+        except CacheUnavailableError:
+            if purge:
+                raise
+            return default
         except Exception:
             self._counts["l2_raised"] += 1
             log.warning("L2 cache raised", exc_info=True)

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tileserver.errors import (
+    CacheUnavailableError,
     CorruptSlideError,
     InvalidRequestError,
     LimitExceededError,
@@ -35,6 +36,7 @@ STATUS: dict[type[TileServerError], int] = {
     InvalidRequestError: 400,
     LimitExceededError: 400,
     SourceUnavailableError: 503,
+    CacheUnavailableError: 503,
     UnsupportedError: 501,
     CorruptSlideError: 422,
     SlideError: 422,
