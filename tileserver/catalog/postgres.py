@@ -23,6 +23,7 @@ import psycopg
 from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool
 
+from tileserver.catalog import locators
 from tileserver.catalog.store import TABLES, Catalog, Dialect, Location, Roots, Row, Tx
 from tileserver.catalog.store import served_view_select as _served_select
 
@@ -91,10 +92,7 @@ def _like_pattern(text: str) -> str:
 POSTGRES = Dialect("postgresql", "LIKE", _like_pattern, "string_agg(DISTINCT {}, ',')")
 
 
-@functools.lru_cache(maxsize=1024)
-def to_format(sql: str) -> str:
-    """The catalog's ``?`` placeholders as psycopg's ``%s`` (a literal ``%`` doubled)."""
-    return sql.replace("%", "%%").replace("?", "%s")
+to_format = functools.lru_cache(maxsize=1024)(locators.to_format)
 
 
 class PgRow:

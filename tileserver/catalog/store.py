@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from tileserver.catalog.codec import instance_from_row, instance_row
+from tileserver.catalog.locators import is_database_url
 from tileserver.catalog.roots import under_roots
 from tileserver.readers.base import IndexedFile, StoredFile
 from tileserver.readers.locator import TileLocator
@@ -51,7 +52,6 @@ _SEARCH_COLUMNS = {
     "accession_number": "AccessionNumber",
     "modality": "Modality",
 }
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 Location = str | os.PathLike[str]
 Roots = Sequence[str | os.PathLike[str]]
@@ -115,11 +115,6 @@ class FileRecord:
     @property
     def path(self) -> str:
         return self.identity.uri
-
-
-def is_database_url(location: Location) -> bool:
-    """Whether a ``--catalog`` value names a PostgreSQL database rather than a file."""
-    return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
 
 
 def _backend_class(location: Location) -> type[Catalog]:

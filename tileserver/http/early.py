@@ -22,7 +22,6 @@ import asyncio
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from typing import Any, NamedTuple
 
 from starlette.types import ASGIApp
 
-from tileserver.catalog.roots import under_roots
+from tileserver.catalog.locators import CatalogReadError, LocatorRows
 from tileserver.http.lifespan import LifespanDriver
 from tileserver.http.stored import JSON, TILE_PATH, TILES_ROUTE, Answer, tile_etag
 from tileserver.readers.locator import TileLocator
@@ -51,12 +50,12 @@ class EarlyTiles:
     #: Slides remembered (with or without a locator) before the memo starts over.
     MEMO_LIMIT = 4096
 
-    def __init__(self, catalog: Path, roots: list[str]) -> None:
+    def __init__(self, catalog: str | Path, roots: list[str]) -> None:
         self.catalog = catalog
         self.roots = roots
         self._locators: dict[str, TileLocator | None] = {}
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
+        self._rows = LocatorRows(catalog, roots)
 
     def answer(self, path: str) -> Answer | None:
         """The tile a native tile URL asks for, or None when the app must answer."""
@@ -69,7 +68,7 @@ class EarlyTiles:
         try:
             locator = self._locator(slide_id)
             found = None if locator is None else locator.read(level, col, row)
-        except sqlite3.Error as exc:  # a catalog without locators yet, say: the app answers
+        except CatalogReadError as exc:  # a catalog without locators yet, say: the app answers
             log.info("no early tile for %s: %s", path, exc)
             return None
         except Exception:  # the app answers, with the right status and message
@@ -94,35 +93,20 @@ class EarlyTiles:
     def _load(self, slide_id: str) -> TileLocator | None:
         """The slide's locator if the catalog still lists the sources its version was made
         of, under the served roots, and they are unchanged."""
-        conn = self._connection()
-        row = conn.execute(
-            "SELECT meta, tables FROM tile_locators WHERE slide_id = ?", (slide_id,)
-        ).fetchone()
-        if row is None:
+        blobs = self._rows.locator(slide_id)
+        if blobs is None:
             return None
         try:
-            locator = TileLocator.decode(row[0], row[1])
+            locator = TileLocator.decode(*blobs)
         except ValueError as exc:  # an older tileserver's: rewritten when the app opens it
             log.info("no early tiles for %s: %s", slide_id, exc)
             return None
-        sql, params = under_roots(
-            "SELECT f.path, f.size, f.tag FROM files f "
-            "WHERE f.slide_id = ? AND f.status = 'indexed'",
-            self.roots or None,
-            (slide_id,),
-        )
-        listed = sorted((p, int(s), str(t)) for p, s, t in conn.execute(sql, params))
+        listed = self._rows.sources(slide_id)
         if listed != [(i.uri, i.size, i.tag) for i in locator.series]:
             return None  # the app re-indexes what changed before it serves the slide
         if not all(_unchanged(identity) for identity in locator.series):
             return None
         return locator
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            uri = self.catalog.resolve().as_uri() + "?mode=ro"
-            self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-        return self._conn
 
 
 def _unchanged(identity: Any) -> bool:
