@@ -42,6 +42,7 @@ CASES = [
     ("tiff", "subifd_jpeg"),
     ("tiff", "subifd_j2k"),
     ("openslide", "openslide_vms"),
+    ("openslide", "openslide_mrxs"),
 ]
 
 

@@ -28,6 +28,7 @@ from PIL import Image
 from serverproc import ServerProcess
 
 import fixtures
+from fixtures.openslide_mrxs import openslide_mrxs
 from fixtures.openslide_vms import openslide_vms
 from tileserver.client import TileClient
 from tileserver.client._wire import parse_multipart
@@ -73,6 +74,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, real_slides: Path) -> Itera
     (root / "aperio").mkdir(parents=True)
     shutil.copy(real_slides / SVS, root / "aperio" / SVS)
     openslide_vms(root / "vms")
+    openslide_mrxs(root / "mrxs")
     fixtures.CASES["jpeg_bot"](root / "dicom")
     _bad_files(root / "bad", real_slides)
     process = ServerProcess([root], workdir)
@@ -110,10 +112,12 @@ def test_ids_are_url_safe_and_made_from_the_image_not_the_root(
     assert _svs_id(served) == f"aperio-{quickhash[:24]}"
     assert all(URL_SAFE.fullmatch(i) for i in served.ids.values())
     assert _vms_id(served).startswith("hamamatsu-")
+    assert any(i.startswith("mirax-") for i in served.ids.values())
 
 
 def test_every_other_slide_serves_and_the_bad_files_are_not_slides(served: Served) -> None:
-    assert set(served.ids) == {f"aperio/{SVS}", _vms_path(served), "dicom"}
+    mrxs = next(p for p in served.ids if p.startswith("mrxs"))
+    assert set(served.ids) == {f"aperio/{SVS}", _vms_path(served), mrxs, "dicom"}
     for slide_id in served.ids.values():
         assert served.client.get(f"/slides/{slide_id}/thumbnail").status_code == 200
 
@@ -145,6 +149,9 @@ def test_detail_has_mpp_objective_power_and_associated_images(
     }
     vms = served.client.get(f"/slides/{_vms_id(served)}").json()
     assert vms["mpp"] == [0.5, 0.5] and vms["associated"] == ["overview"]
+    mrxs_id = next(i for p, i in served.ids.items() if p.startswith("mrxs"))
+    mrxs = served.client.get(f"/slides/{mrxs_id}").json()
+    assert mrxs["mpp"] == [0.25, 0.25] and mrxs["attributes"]["ObjectiveLensPower"] == "40"
 
 
 @pytest.mark.parametrize("name", ["label", "overview", "thumbnail"])
@@ -180,16 +187,20 @@ def test_stored_tiles_are_raw_rgb_of_read_region(served: Served, real_slides: Pa
     assert response.content == theirs.tobytes()
 
 
-def test_every_vms_tile_at_every_level_equals_read_region(served: Served) -> None:
-    reference = openslide.OpenSlide(served.root / "vms" / "slide.vms")
-    detail = served.client.get(f"/slides/{_vms_id(served)}").json()
+@pytest.mark.parametrize("main", ["vms/slide.vms", "mrxs/slide.mrxs"])
+def test_every_multi_file_slide_tile_at_every_level_equals_read_region(
+    served: Served, main: str
+) -> None:
+    reference = openslide.OpenSlide(served.root / main)
+    slide_id = next(i for p, i in served.ids.items() if p.startswith(main.split("/")[0]))
+    detail = served.client.get(f"/slides/{slide_id}").json()
     assert len(detail["levels"]) == reference.level_count
     for index, level in enumerate(detail["levels"]):
         tw, th = level["tile_width"], level["tile_height"]
         downsample = reference.level_downsamples[index]
         for row in range(level["grid"][1]):
             for col in range(level["grid"][0]):
-                url = f"/slides/{_vms_id(served)}/tiles/{index}/{col}/{row}?format=png"
+                url = f"/slides/{slide_id}/tiles/{index}/{col}/{row}?format=png"
                 ours = _png(served.client.get(url))
                 l0 = (round(col * tw * downsample), round(row * th * downsample))
                 size = (ours.shape[1], ours.shape[0])

@@ -12,6 +12,7 @@ from pathlib import Path
 import openslide
 import pytest
 
+from fixtures.openslide_mrxs import openslide_mrxs
 from fixtures.openslide_vms import openslide_vms
 from tileserver.catalog import Catalog, SlideLibrary
 from tileserver.errors import CorruptSlideError, SlideChangedError
@@ -20,12 +21,26 @@ from tileserver.readers.openslide_parts import main_of, parts_of
 from tileserver.readers.openslide_pool import HandlePool
 from tileserver.slide import Slide
 
-VMS_FILES = {"slide.vms", "image.jpg", "map.jpg", "macro.jpg"}
+#: Each multi-file layout: its writer, its files, and a part to rewrite.
+LAYOUTS = {
+    "vms": (openslide_vms, {"slide.vms", "image.jpg", "map.jpg", "macro.jpg"}, "map.jpg"),
+    "mrxs": (
+        openslide_mrxs,
+        {"slide.mrxs", "Slidedat.ini", "Index.dat", "Data0000.dat"},
+        "slide/Data0000.dat",
+    ),
+}
+
+
+@pytest.fixture(params=sorted(LAYOUTS))
+def layout(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
 
 
 @pytest.fixture
-def library(tmp_path: Path) -> Iterator[SlideLibrary]:
-    openslide_vms(tmp_path / "slides" / "vms")
+def library(tmp_path: Path, layout: str) -> Iterator[SlideLibrary]:
+    LAYOUTS[layout][0](tmp_path / "slides" / layout)
     library = SlideLibrary(Catalog(tmp_path / "catalog.sqlite"), [tmp_path / "slides"])
     yield library
     library.close()
@@ -40,21 +55,23 @@ def _tiles(slide: Slide) -> list[tuple[int, int, int]]:
     ]
 
 
-def test_every_file_of_a_vms_slide_is_indexed_into_it_and_none_is_skipped(
-    library: SlideLibrary,
+def test_every_file_of_a_multi_file_slide_is_indexed_into_it_and_none_is_skipped(
+    library: SlideLibrary, layout: str
 ) -> None:
     report = library.refresh()
     assert report.skipped == []
-    assert {Path(uri).name for uri, _ in report.indexed} == VMS_FILES
+    assert {Path(uri).name for uri, _ in report.indexed} == LAYOUTS[layout][1]
     assert len({indexed.slide_id for _, indexed in report.indexed}) == 1
     assert library.refresh().indexed == []  # a second scan finds nothing new
 
 
-def test_a_rewritten_part_is_refused_reported_and_reindexed(library: SlideLibrary) -> None:
+def test_a_rewritten_part_is_refused_reported_and_reindexed(
+    library: SlideLibrary, layout: str
+) -> None:
     library.refresh()
     (slide_id,) = library.ids()
     slide = library.get(slide_id)
-    part = _main(slide).with_name("map.jpg")
+    part = _main(slide).parent / LAYOUTS[layout][2]
     os.utime(part, ns=(part.stat().st_atime_ns, part.stat().st_mtime_ns + 10**9))
     assert slide.reader.changed_sources() == [str(part)]
     with pytest.raises(SlideChangedError):
@@ -69,13 +86,17 @@ def _main(slide: Slide) -> Path:
 
 
 def slide_tile(slide: Slide) -> bytes:
-    image = openslide.OpenSlide(_main(slide)).read_region((0, 0), 0, (512, 512))
+    """Tile (0, 0) of level 0 as OpenSlide renders it."""
+    size = slide.levels[0].tile_region(0, 0)
+    image = openslide.OpenSlide(_main(slide)).read_region((0, 0), 0, (size.width, size.height))
     return bytes(image.convert("RGB").tobytes())
 
 
 def test_damaged_image_data_is_a_slide_error_and_other_tiles_still_read(
-    library: SlideLibrary,
+    tmp_path: Path,
 ) -> None:
+    openslide_vms(tmp_path / "slides" / "vms")  # its lowest levels come from another file
+    library = SlideLibrary(Catalog(tmp_path / "catalog.sqlite"), [tmp_path / "slides"])
     library.refresh()
     slide = library.get(library.ids()[0])
     image = _main(slide).with_name("image.jpg")
@@ -92,6 +113,7 @@ def test_damaged_image_data_is_a_slide_error_and_other_tiles_still_read(
             assert "OpenSlide" in str(exc)
             failures += 1
     assert 0 < failures < len(_tiles(slide))  # the map-file levels read on
+    library.close()
 
 
 def test_concurrent_reads_equal_sequential_ones(library: SlideLibrary) -> None:
