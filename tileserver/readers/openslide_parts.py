@@ -36,8 +36,10 @@ def parts_of(main: str) -> list[str]:
     suffix = path.suffix.lower()
     if suffix == MRXS_SUFFIX:
         folder = path.with_suffix("")
-        found = sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
-        return found
+        if not folder.is_dir():
+            return []
+        # Hidden files are not scanned (catalog/scanner.py), so they are no part of it.
+        return sorted(str(p) for p in folder.iterdir() if p.is_file() and p.name[0] != ".")
     if suffix in KEY_FILE_SUFFIXES:
         return sorted(p for p in _key_file_parts(path) if os.path.isfile(p))
     return []
