@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import tempfile
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ import httpx
 
 from bench import wrk
 from bench.baselines import Processes, Server, start_nginx, start_tileserver
-from bench.paired import worktree
+from bench.paired import children_cpu_seconds, group_cpu_seconds, worktree
 from bench.serving_data import Template, grid_paths, prepare, stored_path
 
 CORES = 2
@@ -51,26 +50,6 @@ class Sample:
     p99_ms: float
     server_us: float  # CPU per request, the server's processes
     wrk_us: float  # CPU per request, wrk
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    """user + system time of the live processes in process group ``pgid``."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu_seconds() -> float:
-    times = os.times()
-    return times.children_user + times.children_system
 
 
 def tcp_out_segments() -> int:

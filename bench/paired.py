@@ -17,6 +17,7 @@ one permutation per round, the same for every server in it).
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from bench import wrk
 from bench.baselines import (
     ROOT,
     Processes,
+    Server,
     have,
     start_bare,
     start_nginx,
@@ -49,11 +51,29 @@ ORDER = "shuffled"
 
 @dataclass(frozen=True)
 class Load:
-    """One started server to load: its key in the results, base URL and tile paths."""
+    """One started server to load: its key in the results, base URL, tile paths, and its
+    process group (all its workers), whose CPU time is counted."""
 
     key: str
     url: str
     paths: Path
+    pgid: int
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """CPU time per request during one load: the server's process group, and wrk."""
+
+    server_us: float
+    wrk_us: float
+
+
+@dataclass
+class Rounds:
+    """Per key, one entry per round: wrk's result and the CPU time per request."""
+
+    results: dict[str, list[wrk.WrkResult]] = field(default_factory=dict)
+    cpu: dict[str, list[Cpu]] = field(default_factory=dict)
 
 
 def nginx_template(col: int, row: int) -> str:
@@ -77,35 +97,67 @@ def line(r: wrk.WrkResult) -> str:
     return f"{r.rps:>8.0f} req/s p50 {r.p50_ms:.2f} p99 {r.p99_ms:.2f} ms errors {r.errors}"
 
 
-def checked_load(bench: Bench, key: str, url: str, template: Template, what: str) -> Load | None:
+def checked_load(
+    bench: Bench, key: str, server: Server, template: Template, what: str
+) -> Load | None:
     """A load over every tile of ``template``, or None (with a note) when its first tile
     is not the stored frame's bytes."""
-    problem = check_tile(url + template(1, 1), bench.data.level.expected(1, 1))
+    problem = check_tile(server.url + template(1, 1), bench.data.level.expected(1, 1))
     if problem is not None:
         bench.notes.append(f"{what}: {key} skipped: {problem}")
         return None
     paths = bench.paths_file(f"paired-{key}", grid_paths(bench.grid, template))
-    return Load(key, url, paths)
+    return Load(key, server.url, paths, server.process.pid)
 
 
-def alternate(bench: Bench, loads: Sequence[Load], label: str) -> dict[str, list[wrk.WrkResult]]:
-    """``--paired-rounds`` rounds over ``loads`` (reversed every other round): a warm-up,
-    then ``--paired-duration`` seconds at c=32 each; results per key, one per round."""
-    results: dict[str, list[wrk.WrkResult]] = {}
+def group_cpu_seconds(pgid: int) -> float:
+    """user + system time of the live processes in process group ``pgid`` (``/proc``)."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """user + system time of this process's finished children (wrk runs)."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def measure(bench: Bench, load: Load, seed: int) -> tuple[wrk.WrkResult, Cpu]:
+    """A warm-up, then ``--paired-duration`` seconds at c=32, with the CPU time spent."""
+    bench.warm(load.url, load.paths, order=ORDER)
+    server0, wrk0 = group_cpu_seconds(load.pgid), children_cpu_seconds()
+    duration = bench.args.paired_duration
+    result = bench.load(
+        load.url, load.paths, TARGET_CONNECTIONS, duration=duration, seed=seed, order=ORDER
+    )
+    n = max(1, result.requests)
+    server_s = group_cpu_seconds(load.pgid) - server0
+    return result, Cpu(1e6 * server_s / n, 1e6 * (children_cpu_seconds() - wrk0) / n)
+
+
+def alternate(bench: Bench, loads: Sequence[Load], label: str) -> Rounds:
+    """``--paired-rounds`` rounds over ``loads``, reversed every other round."""
+    rounds = Rounds()
     for round_ in range(1, bench.args.paired_rounds + 1):
         for load in loads if round_ % 2 else loads[::-1]:
-            bench.warm(load.url, load.paths, order=ORDER)
-            result = bench.load(
-                load.url,
-                load.paths,
-                TARGET_CONNECTIONS,
-                duration=bench.args.paired_duration,
-                seed=round_,
-                order=ORDER,
+            result, cpu = measure(bench, load, round_)
+            rounds.results.setdefault(load.key, []).append(result)
+            rounds.cpu.setdefault(load.key, []).append(cpu)
+            print(
+                f"{label} round {round_} {load.key:>22} {line(result)} "
+                f"CPU µs/req server {cpu.server_us:.1f} wrk {cpu.wrk_us:.1f}",
+                flush=True,
             )
-            results.setdefault(load.key, []).append(result)
-            print(f"{label} round {round_} {load.key:>22} {line(result)}", flush=True)
-    return results
+    return rounds
 
 
 def start_nginx_load(bench: Bench, procs: Processes, what: str) -> list[Load]:
@@ -113,8 +165,8 @@ def start_nginx_load(bench: Bench, procs: Processes, what: str) -> list[Load]:
         bench.notes.append(f"{what}: nginx skipped: not installed")
         return []
     files = bench.grid * bench.grid
-    url = start_nginx(procs, bench.work, bench.data.static, files=files).url
-    load = checked_load(bench, "nginx", url, nginx_template, what)
+    server = start_nginx(procs, bench.work, bench.data.static, files=files)
+    load = checked_load(bench, "nginx", server, nginx_template, what)
     return [load] if load else []
 
 
@@ -122,9 +174,17 @@ def start_tileserver_load(
     bench: Bench, procs: Processes, key: str, server: str, tree: Path | None, what: str
 ) -> Load | None:
     level = bench.data.level
-    url = start_tileserver(procs, level.path.parent, bench.work / key, server, tree=tree).url
-    slide_id: str = httpx.get(url + "/slides").json()["slides"][0]["id"]
-    return checked_load(bench, key, url, stored_path(slide_id), what)
+    started = start_tileserver(procs, level.path.parent, bench.work / key, server, tree=tree)
+    return checked_load(bench, key, started, stored_path(first_slide(started.url)), what)
+
+
+def first_slide(url: str) -> str:
+    """The id of the first slide ``url`` lists (the benchmark's only one)."""
+    response = httpx.get(url + "/slides", timeout=30)
+    slides = response.json().get("slides") if response.status_code == 200 else None
+    if not slides:
+        raise RuntimeError(f"{url}/slides answered {response.status_code}: {response.text[:300]}")
+    return str(slides[0]["id"])
 
 
 def run_paired(bench: Bench) -> None:
@@ -134,13 +194,14 @@ def run_paired(bench: Bench) -> None:
         loads: list[Load | None] = [*start_nginx_load(bench, procs, what)]
         bare = [*bench.args.servers, *(["granian-rsgi"] if "granian" in bench.args.servers else [])]
         for server in bare:
-            url = start_bare(
+            bare_server = start_bare(
                 procs, server, level.path, bench.data.spans, level.grid, bench.work
-            ).url
-            loads.append(checked_load(bench, f"bare-{server}", url, bare_path, what))
+            )
+            loads.append(checked_load(bench, f"bare-{server}", bare_server, bare_path, what))
         for server in bench.args.servers:
             loads.append(start_tileserver_load(bench, procs, f"ts-{server}", server, None, what))
-        bench.paired = alternate(bench, [x for x in loads if x is not None], "paired")
+        rounds = alternate(bench, [x for x in loads if x is not None], "paired")
+        bench.paired, bench.paired_cpu = rounds.results, rounds.cpu
 
 
 # Before and after: two trees of tileserver, paired.
@@ -159,12 +220,12 @@ class Tree:
 
 @dataclass
 class BeforeAfter:
-    """Results per key ("nginx", "before-uvicorn", "after-granian", ...), one per round."""
+    """Rounds per key ("nginx", "before-uvicorn", "after-granian", ...)."""
 
     before: Tree
     after: Tree
     servers: list[str]
-    results: dict[str, list[wrk.WrkResult]] = field(default_factory=dict)
+    rounds: Rounds = field(default_factory=Rounds)
 
 
 def git(*args: str) -> str:
@@ -238,5 +299,5 @@ def run_before_after(bench: Bench) -> BeforeAfter:
             for tree in (before, after):
                 key = f"{tree.side}-{server}"
                 loads.append(start_tileserver_load(bench, procs, key, server, tree.path, what))
-        compared.results = alternate(bench, [x for x in loads if x is not None], "before/after")
+        compared.rounds = alternate(bench, [x for x in loads if x is not None], "before/after")
     return compared

@@ -55,7 +55,7 @@ from bench.baselines import (
     supports_server_option,
 )
 from bench.batch_compare import batch_vs_single
-from bench.paired import ORDER, check_tile, line, nginx_template, run_before_after, run_paired
+from bench.paired import ORDER, Cpu, check_tile, line, nginx_template, run_before_after, run_paired
 from bench.report import warm_file
 from bench.serving_data import ServingData, Template, bare_path, grid_paths, prepare, stored_path
 from bench.serving_report import TARGET_CONNECTIONS, Point, Run, write_doc
@@ -76,6 +76,8 @@ class Bench:
     batch_rows: list[list[str]] = field(default_factory=list)
     #: c=32 results per server key, one per interleaved round (``run_paired``).
     paired: dict[str, list[wrk.WrkResult]] = field(default_factory=dict)
+    #: CPU time per request in the same rounds (``bench/paired.py``).
+    paired_cpu: dict[str, list[Cpu]] = field(default_factory=dict)
 
     @property
     def grid(self) -> int:
@@ -355,8 +357,7 @@ def compare_trees(bench: Bench) -> None:
     """The before/after comparison (``--before-ref``), written to its own section."""
     compared = guarded(bench, "before/after", run_before_after, bench)
     if compared is not None:
-        args = bench.args
-        before_after.write(compared, args.paired_rounds, args.paired_duration, bench.notes)
+        before_after.write(compared, bench.args, bench.notes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
