@@ -29,7 +29,7 @@ INSTANCE = path("instance", "SOP Instance UID", _UID)
 FRAMES = path(
     "frames",
     "Frame numbers from 1, comma-separated",
-    {"type": "string", "pattern": r"^[0-9]+(,[0-9]+)*$"},
+    {"type": "string", "pattern": r"^[1-9][0-9]{0,8}(,[1-9][0-9]{0,8})*$"},
 )
 _ERRORS = {
     "400": error("A bad parameter"),
