@@ -193,9 +193,11 @@ def test_evicted_slides_release_their_file_descriptors(mixed_tree: Path, tmp_pat
                 with contextlib.suppress(TileAbsentError):
                     slide.read_tile_bytes(level.index, 0, 0)
     del slide
+    library.flush_locators()  # the background writer's catalog connections are closed
     gc.collect()
     # Only the one slide still open may hold descriptors (one per file of that slide).
-    assert len(os.listdir("/proc/self/fd")) - before <= 6
+    opened = [os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")]
+    assert len(opened) - before <= 6, opened
 
 
 def test_tiled_full_with_more_frames_than_its_grid_is_skipped(
@@ -346,3 +348,39 @@ def test_servers_with_nested_roots_share_one_catalog_without_losing_slides(
     shutil.rmtree(tree / "a")
     assert serve(tree) == ([], "")  # gone under a served root: dropped, whoever found it
     assert serve(other)[0] == [fixture_dir["j2k_lossless"].series_uid]
+
+
+def test_symbolic_links_out_of_a_slide_root_are_not_followed(
+    tmp_path: Path, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    """A link inside a root to files outside it serves nothing; a link that stays inside
+    the root is followed."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    shutil.copytree(fixture_dir["jpeg_bot"].directory, outside / "secret")
+    shutil.copytree(fixture_dir["j2k_lossless"].directory, root / "real")
+    (root / "escape").symlink_to(outside / "secret")
+    (root / "file-escape.dcm").symlink_to(outside / "secret" / "level0.dcm")
+    (root / "alias").symlink_to(root / "real")
+    library = SlideLibrary(Catalog(tmp_path / "catalog.sqlite"), [root])
+    library.refresh()
+    assert library.ids() == [fixture_dir["j2k_lossless"].series_uid]
+    paths = set(library.catalog.files())
+    assert not any("escape" in p for p in paths)
+    assert any("/alias/" in p for p in paths)
+
+
+def test_a_truncated_level_file_is_reported_on_its_slide_and_in_the_log(
+    tmp_path: Path, fixture_dir: dict[str, FixtureSet], caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "slides"
+    shutil.copytree(fixture_dir["jpeg_bot"].directory, root / "s")
+    level0 = root / "s" / "level0.dcm"
+    level0.write_bytes(level0.read_bytes()[: level0.stat().st_size // 2])
+    library = SlideLibrary(Catalog(tmp_path / "catalog.sqlite"), [root])
+    with caplog.at_level("WARNING", logger="tileserver.catalog.scanner"):
+        library.refresh()
+    assert any("level0.dcm" in r.getMessage() for r in caplog.records)
+    slide = library.get(fixture_dir["jpeg_bot"].series_uid)
+    assert any(
+        w.startswith("level0.dcm in this slide's folder is not served") for w in slide.warnings
+    )

@@ -184,6 +184,33 @@ def test_region_beyond_the_image_is_background(
     assert (array[:, 10:] == glass).all()
 
 
+def test_a_region_wholly_outside_the_image_is_a_400(
+    client: httpx.Client, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    fs = fixture_dir["native_explicit"]
+    level = fs.level(0)
+    for x, y in ((level.width, 0), (0, level.height + 5), (-50, 0)):
+        response = client.get(
+            f"/slides/{fs.series_uid}/region",
+            params={"x": x, "y": y, "width": 40, "height": 20, "format": "png"},
+        )
+        assert response.status_code == 400 and "outside" in response.json()["error"]
+
+
+@pytest.mark.parametrize(("fmt", "side"), [("jpeg", 65_501), ("webp", 16_384)])
+def test_images_wider_than_their_format_allows_are_a_400(
+    client: httpx.Client, fixture_dir: dict[str, FixtureSet], fmt: str, side: int
+) -> None:
+    fs = fixture_dir["native_explicit"]
+    response = client.get(
+        f"/slides/{fs.series_uid}/region",
+        params={"x": 0, "y": 0, "width": side, "height": 1, "format": fmt},
+    )
+    assert response.status_code == 400 and "a side" in response.json()["error"]
+    tall = client.get(f"/iiif/3/{fs.series_uid}/0,0,1,{min(side, 40)}/^1,{side}/0/default.{fmt}")
+    assert tall.status_code == 400
+
+
 def test_thumbnail_and_associated(client: httpx.Client, fixture_dir: dict[str, FixtureSet]) -> None:
     fs = fixture_dir["jpeg_bot"]
     thumb = pixels(client.get(f"/slides/{fs.series_uid}/thumbnail?max=128"))

@@ -21,6 +21,7 @@ import numpy as np
 from anyio import to_thread
 
 from tileserver import compose
+from tileserver.budget import PixelBudget
 from tileserver.cache import KeyPart, TieredCache, coalesce, make_key, pack, unpack
 from tileserver.catalog import SlideLibrary
 from tileserver.compose import DEFAULT_PLANE, Pixels, Plane
@@ -41,6 +42,11 @@ from tileserver.timing import Timings
 #: Changes when derived images of the same request change (absent tiles were painted white
 #: before "glass1", in the slide's glass colour since): keys of other renderings never match.
 _RENDERING = "glass1"
+#: Renders in flight at once at the largest output size (``--max-output-pixels``): the
+#: render budget, which bounds the memory concurrent renders take.
+RENDER_BUDGET_OUTPUTS = 4
+#: The widest or tallest image each encoder can write.
+_MAX_SIDE = {JPEG: 65_500, "image/webp": 16_383}
 #: Slide versions whose Deep Zoom plans are kept.
 _PLANS_KEPT = 4096
 
@@ -61,6 +67,8 @@ class TileService:
         #: slides that are new or changed.
         self.summaries: dict[str, tuple[str, dict[str, object]]] = {}
         self._plans: dict[tuple[str, str], DziPlan] = {}
+        #: Pixels decoded and encoded at once, over all requests: large renders queue.
+        self.budget = PixelBudget(RENDER_BUDGET_OUTPUTS * settings.max_output_pixels)
 
     # -- the thread boundary -----------------------------------------------------------------
 
@@ -189,15 +197,21 @@ class TileService:
         timings: Timings | None = None,
     ) -> Rendered:
         timings = timings or Timings()
-        self._check_area(l_region.size)
+        self._check_output(l_region.size, fmt)
         lvl = slide.level(level)
+        if l_region.intersect(Region(0, 0, lvl.size.width, lvl.size.height)) is None:
+            raise InvalidRequestError(
+                f"region {l_region.x},{l_region.y} {l_region.width}x{l_region.height} lies "
+                f"outside the {lvl.size.width}x{lvl.size.height} image of level {level}"
+            )
         if fmt == "npy":
 
             def read() -> bytes:
                 with timings.measure("decode"):
                     return _npy(compose.region_pixels(slide, lvl, l_region, plane, self.tiles))
 
-            return Rendered(await self.run(read), NPY)
+            async with self.budget.hold(2 * l_region.size.area):
+                return Rendered(await self.run(read), NPY)
         key = self._key(
             slide,
             "region",
@@ -217,7 +231,7 @@ class TileService:
                 pixels = compose.region_pixels(slide, lvl, l_region, plane, self.tiles)
             return self._encode(slide, pixels, fmt, timings)
 
-        return await self.cached(key, produce, timings)
+        return await self.cached(key, produce, timings, pixels=2 * l_region.size.area)
 
     async def render(
         self,
@@ -234,7 +248,7 @@ class TileService:
         """``l0_region`` scaled to ``out_size`` (DZI and IIIF); ``transform`` post-processes
         (rotation, quality) and must be described by ``key_parts``."""
         timings = timings or Timings()
-        self._check_area(out_size)
+        self._check_output(out_size, fmt)
         key = self.render_key(slide, l0_region, out_size, fmt, key_parts, plane)
 
         def produce() -> Rendered:
@@ -251,7 +265,8 @@ class TileService:
                     pixels = transform(pixels)
             return self._encode(slide, pixels, fmt, timings)
 
-        return await self.cached(key, produce, timings)
+        # What is read may be up to four times the output (the next finer level).
+        return await self.cached(key, produce, timings, pixels=5 * out_size.area)
 
     async def thumbnail(
         self, slide: Slide, max_side: int, fmt: str, timings: Timings | None = None
@@ -334,10 +349,15 @@ class TileService:
         return Rendered(data, media_type)
 
     async def cached(
-        self, key: str, produce: Callable[[], Rendered], timings: Timings | None = None
+        self,
+        key: str,
+        produce: Callable[[], Rendered],
+        timings: Timings | None = None,
+        pixels: int = 0,
     ) -> Rendered:
         """The image cached under ``key``, else ``produce()`` run once (in a worker thread,
-        for every concurrent caller) and cached."""
+        for every concurrent caller) and cached; a production of ``pixels`` (what it holds
+        in memory at once, about) waits for room in the render budget."""
         timings = timings or Timings()
         with timings.measure("cache"):
             blob = await self.cache.get(key)
@@ -349,7 +369,11 @@ class TileService:
                 pass  # not our envelope (another release wrote it): a miss
 
         async def build() -> bytes:
-            rendered = await self.run(produce)
+            if pixels > 0:
+                async with self.budget.hold(pixels):
+                    rendered = await self.run(produce)
+            else:
+                rendered = await self.run(produce)
             blob = pack(rendered.media_type, rendered.data)
             with timings.measure("cache"):
                 await self.cache.set(key, blob)
@@ -402,6 +426,17 @@ class TileService:
         return make_key(
             slide.version, *parts, settings.jpeg_quality, settings.convert_to_srgb, _RENDERING
         )
+
+    def _check_output(self, size: Size, fmt: str) -> None:
+        """``LimitExceededError`` for an image over the area limit or wider or taller than
+        its format can hold (JPEG 65,500 px, WebP 16,383 px a side)."""
+        self._check_area(size)
+        limit = _MAX_SIDE.get(OUTPUT_FORMATS.get(fmt, ""))
+        if limit is not None and max(size.width, size.height) > limit:
+            raise LimitExceededError(
+                f"{size.width}x{size.height} is more than {fmt} can hold ({limit} px a side); "
+                "ask for png or a smaller size"
+            )
 
     def _check_area(self, size: Size) -> None:
         if size.area > self.settings.max_output_pixels:

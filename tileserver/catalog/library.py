@@ -166,10 +166,21 @@ class SlideLibrary:
             name=Path(relative).stem or slide_id,
             reader=opened.reader,
             attributes=opened.attributes,
-            warnings=opened.warnings,
+            warnings=[*opened.warnings, *self._skipped_beside(files)],
             version=version,
             path=relative,
         )
+
+    def _skipped_beside(self, files: list[StoredFile]) -> list[str]:
+        """Files in the slide's folders that could not be indexed (a truncated level file
+        leaves the slide without that level: this says so on the slide's own page)."""
+        folders = {f.identity.uri.rpartition("/")[0] for f in files}
+        return [
+            f"{record.path.rpartition('/')[2]} in this slide's folder is not served: "
+            f"{record.reason}"
+            for record in self.catalog.skipped(self._root_names)
+            if record.path.rpartition("/")[0] in folders
+        ]
 
     def _relative_path(self, files: list[StoredFile]) -> str:
         """The slide's path under the outermost served root holding it (the root it was
@@ -195,6 +206,11 @@ class SlideLibrary:
 
         with contextlib.suppress(RuntimeError):  # closed: the process is stopping
             self._writer.submit(save)
+
+    def flush_locators(self) -> None:
+        """Wait until the tile locators queued so far are written."""
+        with contextlib.suppress(RuntimeError):  # closed
+            self._writer.submit(lambda: None).result()
 
     def _file_changed(self, path: str) -> None:
         with self._lock:

@@ -131,6 +131,7 @@ def _skip(
 ) -> None:
     catalog.put_skipped(root, identity, reason)
     report.skipped.append((identity.uri, reason))
+    log.warning("%s not served: %s", identity.uri, reason)
 
 
 def rescan_file(catalog: Catalog, root: str, path: str) -> ScanReport:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import logging
 import os
 import threading
 import weakref
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 
 from tileserver.errors import CorruptSlideError, SlideChangedError
 
+log = logging.getLogger(__name__)
 _NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 
 
@@ -227,11 +229,32 @@ def list_sources(root: str) -> Iterator[tuple[str, SourceIdentity | None]]:
     if os.path.isfile(root):
         yield root, None
         return
+    inside = _Inside(root)
     for directory, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(
+            d for d in dirs if not d.startswith(".") and inside(os.path.join(directory, d))
+        )
         for name in sorted(files):
-            if not name.startswith("."):
-                yield os.path.join(directory, name), None
+            path = os.path.join(directory, name)
+            if not name.startswith(".") and inside(path):
+                yield path, None
+
+
+class _Inside:
+    """Whether a path found under a root really lies in it: a symbolic link may point
+    anywhere, and a slide root must not become a window onto the rest of the disk."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.realpath(root)
+
+    def __call__(self, path: str) -> bool:
+        if not os.path.islink(path):
+            return True
+        target = os.path.realpath(path)
+        if target == self.root or target.startswith(self.root.rstrip("/") + "/"):
+            return True
+        log.warning("%s links outside its slide root %s: not served", path, self.root)
+        return False
 
 
 def current_identity(uri: str) -> SourceIdentity:
