@@ -52,11 +52,18 @@ def test_every_registered_backend_has_contract_cases() -> None:
 
 @pytest.fixture(scope="session")
 def vendor_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The synthetic vendor TIFFs (``fixtures/vendor.py``): case name -> its directory."""
+    """The synthetic vendor files (``fixtures/vendor.py``, ``fixtures/openslide_*.py``):
+    case name -> its directory."""
     from fixtures.vendor import write_vendor
 
-    written = write_vendor(tmp_path_factory.mktemp("vendor"))
-    return {name: case.directory for name, case in written.items()}
+    from fixtures.openslide_mrxs import openslide_mrxs
+    from fixtures.openslide_vms import openslide_vms
+
+    root = tmp_path_factory.mktemp("vendor")
+    written = {name: case.directory for name, case in write_vendor(root).items()}
+    written["openslide_vms"] = openslide_vms(root / "openslide_vms").directory
+    written["openslide_mrxs"] = openslide_mrxs(root / "openslide_mrxs").directory
+    return written
 
 
 @pytest.fixture(params=CASES, ids=[f"{b}-{c}" for b, c in CASES])
