@@ -126,10 +126,6 @@ def _vms_path(served: Served) -> str:
     return next(p for p in served.ids if p.startswith("vms"))
 
 
-@pytest.mark.xfail(
-    reason="the library names a multi-file slide by its files' common folder ('vms'); "
-    "it should use the main file (OpenedSlide would need to name it)"
-)
 def test_a_multi_file_slide_is_listed_by_its_main_file(served: Served) -> None:
     assert _vms_path(served) == "vms/slide.vms"
 

@@ -160,7 +160,8 @@ class SlideLibrary:
         identities = [f.identity for f in files]
         version = content_version(SeriesFile(i, "") for i in identities)
         self._save_locator(slide_id, opened.reader, version, identities)
-        relative = self._relative_path(files)
+        named = [f for f in files if f.identity.uri == opened.main] or files
+        relative = self._relative_path(named)
         return Slide(
             id=slide_id,
             name=Path(relative).stem or slide_id,
@@ -182,7 +183,7 @@ class SlideLibrary:
             if record.path.rpartition("/")[0] in folders
         ]
 
-    def _relative_path(self, files: list[StoredFile]) -> str:
+    def _relative_path(self, files: Sequence[StoredFile]) -> str:
         """The slide's path under the outermost served root holding it (the root it was
         first found under when this library serves no root of it)."""
         first = files[0]

@@ -186,6 +186,9 @@ class OpenedSlide:
     reader: SlideReader
     attributes: Mapping[str, str]
     warnings: list[str]
+    #: The source that names the slide (a multi-file slide's main file); None: the
+    #: slide is named by its sources' common folder (a DICOM series) or its only file.
+    main: str | None = None
 
 
 class FormatBackend(Protocol):

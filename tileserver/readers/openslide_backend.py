@@ -105,7 +105,7 @@ class OpenSlideBackend:
                 sources[f.identity.uri] = f.identity
         files_checked = (main.identity, *sorted(sources.values()))
         reader = OpenSlideReader(main.identity, record, files_checked, pool(), on_changed)
-        return OpenedSlide(reader, dict(record.attributes), warnings)
+        return OpenedSlide(reader, dict(record.attributes), warnings, main.identity.uri)
 
 
 _inspected: OrderedDict[SourceIdentity, tuple[SlideRecord, str] | SlideError] = OrderedDict()
