@@ -29,7 +29,8 @@ from pathlib import Path
 import httpx
 
 from bench import wrk
-from bench.baselines import Processes, Server, start_nginx, start_tileserver
+from bench.baselines import Processes, Server, start_tileserver
+from bench.nginx import start_nginx
 from bench.paired import children_cpu_seconds, group_cpu_seconds, worktree
 from bench.serving_data import Template, grid_paths, prepare, stored_path
 

@@ -35,10 +35,10 @@ from bench.baselines import (
     Server,
     have,
     start_bare,
-    start_nginx,
     start_tileserver,
     tree_env,
 )
+from bench.nginx import start_nginx
 from bench.serving_data import Template, bare_path, grid_paths, stored_path
 from bench.serving_report import TARGET_CONNECTIONS
 

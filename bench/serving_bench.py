@@ -49,12 +49,12 @@ from bench.baselines import (
     have,
     start_bare,
     start_iipsrv,
-    start_nginx,
     start_openslide,
     start_tileserver,
     supports_server_option,
 )
 from bench.batch_compare import batch_vs_single
+from bench.nginx import start_nginx
 from bench.paired import ORDER, Cpu, check_tile, line, nginx_template, run_before_after, run_paired
 from bench.report import warm_file
 from bench.serving_data import ServingData, Template, bare_path, grid_paths, prepare, stored_path

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bench.baselines import WORKERS, nginx_file_cache
 from bench.cold_report import cold_table, cold_targets
 from bench.coldstart import ColdStart
+from bench.nginx import nginx_setup
 from bench.report import ROOT, markdown_table, section_preamble, update_section
 from bench.serving_plot import plot
 from bench.wrk import WrkResult
@@ -118,6 +118,7 @@ def paired_table(bench: Bench) -> str:
     rows = []
     for key, results in bench.paired.items():
         shares = paired_shares(bench, key) if key != "nginx" else []
+        cpu = bench.paired_cpu.get(key, [])
         rows.append(
             [
                 PAIRED_LABELS.get(key, key),
@@ -125,11 +126,14 @@ def paired_table(bench: Bench) -> str:
                 f"{statistics.median(r.rps for r in results):,.0f}",
                 f"{statistics.median(shares):.1%}" if shares else "—",
                 f"{statistics.median(r.p99_ms for r in results):.2f}",
+                f"{statistics.median(c.server_us for c in cpu):.1f}" if cpu else "—",
+                f"{statistics.median(c.wrk_us for c in cpu):.1f}" if cpu else "—",
                 str(sum(r.errors for r in results)),
             ]
         )
     header = ["server", "req/s per round", "median req/s", "share of nginx (median round)"]
-    return markdown_table([*header, "median p99 ms", "errors"], rows)
+    header += ["median p99 ms", "server CPU µs/req", "wrk CPU µs/req"]
+    return markdown_table([*header, "errors"], rows)
 
 
 def stored_targets(bench: Bench) -> list[str]:
@@ -232,20 +236,6 @@ def ceiling(bench: Bench) -> list[str]:
         f"(median of {len(nginx)} paired rounds, p99 {p99:.2f} ms, wrk on the same 2 cores); "
         f"share of it per round, median: {', '.join(shares)}."
     ]
-
-
-def nginx_setup(files: int) -> str:
-    _, cached = nginx_file_cache(files)
-    cache = (
-        f"an open-file cache of {cached:,} files"
-        if cached
-        else "no open-file cache (the tiles outnumber the descriptor limit, and a partial "
-        "cache measured slower)"
-    )
-    return (
-        f"`worker_processes {WORKERS}`, `sendfile` with `tcp_nopush`, no access log, "
-        f"`keepalive_requests 1000000`, {cache}"
-    )
 
 
 def stored_table(bench: Bench) -> str:
@@ -360,7 +350,10 @@ def write_doc(bench: Bench, cold: Sequence[ColdStart], elapsed: float) -> None:
             f"{args.paired_rounds} rounds; each round's req/s is divided by nginx's in the "
             "same round and the median round is kept, so a machine whose speed drifts over "
             "the benchmark does not skew the share (the sweep above measures nginx first "
-            "and tileserver minutes later).",
+            "and tileserver minutes later). CPU µs/req: user + system time of the server's "
+            "process group (all workers; granian's runtime threads included) and of wrk, "
+            "over the requests answered, median round: it moves far less than req/s when "
+            "the machine is shared.",
             "",
             paired_table(bench),
             "",
