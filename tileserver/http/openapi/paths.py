@@ -199,7 +199,10 @@ def _viewer() -> Json:
 def _operations() -> Json:
     ready = json_body(ref("Ready"))
     metrics = resp("Prometheus text format", content(("text/plain",), {"type": "string"}))
-    purged = {"200": resp("What was purged", json_body(ref("Purged")))}
+    purged = {
+        "200": resp("What was purged", json_body(ref("Purged"))),
+        "503": resp("The shared cache (Redis) could not finish the purge", json_body(ref("Error"))),
+    }
     return {
         "/healthz": {
             "get": op("Liveness", "operations", {"200": resp("Alive", json_body(ref("Health")))})
