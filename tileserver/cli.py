@@ -272,6 +272,7 @@ SERVE_FLAGS: list[tuple[str, Callable[[str], Any] | None, str]] = [
     ("--oidc-role-claim", None, "token claim holding the role (default role)"),
     ("--oidc-studies-claim", None, "token claim listing visible studies (default studies)"),
     ("--metrics-public", None, "serve /metrics without a credential"),
+    ("--access-log", None, "write one JSON line per request to PATH ('-': stdout)"),
 ]
 _SERVE_OPTIONS: dict[str, dict[str, Any]] = {
     "--slides": {"action": "append", "metavar": "DIR"},
@@ -282,6 +283,7 @@ _SERVE_OPTIONS: dict[str, dict[str, Any]] = {
     "--authorizer": {"metavar": "MODULE:FACTORY"},
     "--convert-to-srgb": {"action": "store_const", "const": True},
     "--metrics-public": {"action": "store_const", "const": True},
+    "--access-log": {"metavar": "PATH"},
     "--oidc-jwks": {"metavar": "FILE_OR_URL"},
     "--oidc-issuer": {"metavar": "URL"},
     "--oidc-audience": {"metavar": "AUDIENCE"},

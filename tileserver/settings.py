@@ -66,6 +66,8 @@ class Settings:
     oidc_studies_claim: str = "studies"
     #: Serve /metrics without a credential (for a scraper inside the cluster).
     metrics_public: bool = False
+    #: Where to write the access log, one JSON line per request ("-": stdout); none if unset.
+    access_log: str | None = None
 
     @property
     def stow_directory(self) -> Path | None:

@@ -8,10 +8,12 @@ and hands everything else (with the grant the chain gave it) to the app, which a
 from __future__ import annotations
 
 import asyncio
+import time
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from tileserver.http.access import GRANT_KEY
+from tileserver.http.accesslog import AccessLog
 from tileserver.http.chain import LATER, ChainRequest, StoredTileChain
 from tileserver.http.early import AppLoader
 from tileserver.http.stored import Answer
@@ -46,6 +48,14 @@ class AsgiFront:
         self.loader = loader
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        log = self.chain.access_log
+        if log is not None and scope["type"] == "http":
+            await self._logged(scope, receive, send, log)
+        else:
+            await self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> str:
+        """Serve one connection scope; which answered: "chain" or "app"."""
         kind = scope["type"]
         if kind == "http":
             request = AsgiRequest(scope)
@@ -54,17 +64,46 @@ class AsgiFront:
                 answer = await self.chain.later(request)
             if answer is not None:
                 await self._send(send, answer, request.origin)
-                return
+                return "chain"
             if request.grant is not None:
                 scope[GRANT_KEY] = request.grant
         elif kind == "lifespan":
             await self._lifespan(receive, send)
-            return
+            return "app"
         app = self.loader.app or await self.loader.wait()
         if app is not None:
             await app(scope, receive, send)
         elif kind == "http":
             await self._send(send, self.loader.failure(), "")
+        return "app"
+
+    async def _logged(self, scope: Scope, receive: Receive, send: Send, log: AccessLog) -> None:
+        """``_serve`` with the request's access-log line."""
+        started, seen = time.perf_counter(), [500, 0]
+
+        async def counting(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen[0] = message["status"]
+            elif message["type"] == "http.response.body":
+                seen[1] += len(message.get("body", b""))
+            await send(message)
+
+        via = "app"
+        try:
+            via = await self._serve(scope, receive, counting)
+        finally:
+            grant = scope.get(GRANT_KEY)
+            log.record(
+                scope["method"],
+                scope["path"],
+                scope["query_string"].decode("latin-1"),
+                seen[0],
+                seen[1],
+                started,
+                str((scope.get("client") or ("",))[0]),
+                grant.principal if grant is not None else "",
+                via,
+            )
 
     async def _send(self, send: Send, answer: Answer, origin: str) -> None:
         headers = self.chain.headers.build_raw(answer, origin)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from tileserver.http.access import ALLOW_ALL, Authorizer, Grant, Refusal
+from tileserver.http.accesslog import AccessLog
 from tileserver.http.stored import JSON, TILE_PATH, Answer, CorsPolicy, ResponseHeaders
 
 #: ``first``'s answer when only a blocking read can tell: await ``later``.
@@ -71,6 +72,8 @@ class StoredTileChain:
         self.early: BlockingLookup | None = None
         self._observe: Callable[[str, str, int, float], None] | None = None
         self._pending: list[Answer] = []  # early answers before metrics exist
+        #: ``http/accesslog.AccessLog`` when ``--access-log`` is set; the fronts write it.
+        self.access_log: AccessLog | None = None
 
     def attach(self, tiles: TileLookup, observe: Callable[[str, str, int, float], None]) -> None:
         """The app is up: its lookups answer from now on, counted in its metrics."""

@@ -11,6 +11,7 @@ fronts serve the same application.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -87,22 +88,41 @@ class RsgiFront:
     async def __rsgi__(self, scope: RSGIScope, protocol: RSGIProtocol) -> None:
         if scope.proto != "http":
             return  # no websockets here; granian closes the connection
+        log = self.chain.access_log
+        if log is None:
+            await self._serve(scope, protocol)
+            return
+        started = time.perf_counter()
+        status, size, via, request = 500, 0, "app", None
+        try:
+            status, size, via, request = await self._serve(scope, protocol)
+        finally:
+            grant = request.grant if request is not None else None
+            client = scope.client.rpartition(":")[0].strip("[]")
+            principal = grant.principal if grant is not None else ""
+            log.record(
+                scope.method, scope.path, scope.query_string, status, size, started,
+                client, principal, via,
+            )  # fmt: skip
+
+    async def _serve(
+        self, scope: RSGIScope, protocol: RSGIProtocol
+    ) -> tuple[int, int, str, RsgiRequest]:
+        """Serve one request: (status, body bytes, "chain" or "app", the request)."""
         request = RsgiRequest(scope)
         answer = self.chain.first(request)
         if answer is LATER:
             answer = await self.chain.later(request)
-        if answer is not None:
-            headers = self.chain.headers.build(answer, request.origin)
-            protocol.response_bytes(answer.status, headers, answer.body)
-            return
-        app = self.loader.app or await self.loader.wait()
-        if app is None:
-            failure = self.loader.failure()
-            headers = self.chain.headers.build(failure, request.origin)
-            protocol.response_bytes(failure.status, headers, failure.body)
-            return
-        exchange = _Exchange(scope, protocol)
-        await exchange.run(app, self.loader.state, request.grant)
+        if answer is None:
+            app = self.loader.app or await self.loader.wait()
+            if app is not None:
+                exchange = _Exchange(scope, protocol)
+                await exchange.run(app, self.loader.state, request.grant)
+                return exchange.status, exchange.sent, "app", request
+            answer = self.loader.failure()
+        headers = self.chain.headers.build(answer, request.origin)
+        protocol.response_bytes(answer.status, headers, answer.body)
+        return answer.status, len(answer.body), "chain", request
 
 
 class _Exchange:
@@ -118,6 +138,7 @@ class _Exchange:
         self.headers: Headers = []
         self.stream: RSGIStream | None = None
         self.done = False
+        self.sent = 0  # body bytes, for the access log
 
     async def run(self, app: ASGIApp, state: dict[str, Any], grant: Grant | None) -> None:
         scope = self.scope
@@ -172,6 +193,7 @@ class _Exchange:
             return
         body: bytes = message.get("body", b"")
         more = message.get("more_body", False)
+        self.sent += len(body)
         if self.stream is None:
             if not more:
                 self.done = True

@@ -164,6 +164,10 @@ def _chain_and_loader(settings: Settings, build: Build | None) -> tuple[StoredTi
 
     chain = StoredTileChain(CorsPolicy(settings.cors_origins), load_authorizer(settings))
     chain.early = EarlyTiles(settings.catalog, [str(r) for r in served_roots(settings)])
+    if settings.access_log:
+        from tileserver.http.accesslog import AccessLog
+
+        chain.access_log = AccessLog(settings.access_log)
     authorizer = chain.authorizer
 
     def full() -> ASGIApp:  # imports everything: the loader calls it in a thread
