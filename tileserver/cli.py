@@ -30,7 +30,6 @@ Run 'tileserver COMMAND --help' for a command's options. Every serve option can 
 set with its TILESERVER_* environment variable (TILESERVER_SLIDES, TILESERVER_PORT, ...).
 """
 USAGE_ERROR = 2  # bad arguments or input, as argparse's own errors
-Handler = Callable[[argparse.Namespace], int]
 
 
 class UsageError(Exception):
@@ -87,8 +86,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
-        where = exc.filename
-        return f"{where}: {exc.strerror}" if where else exc.strerror
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return str(exc) or type(exc).__name__
 
 
@@ -273,6 +271,11 @@ SERVE_FLAGS: list[tuple[str, Callable[[str], Any] | None, str]] = [
     ("--oidc-studies-claim", None, "token claim listing visible studies (default studies)"),
     ("--metrics-public", None, "serve /metrics without a credential"),
     ("--access-log", None, "write one JSON line per request to PATH ('-': stdout)"),
+    ("--stow-overwrite", None, "let STOW-RS replace an instance with other content"),
+    ("--max-upload-bytes", _count(1), "largest STOW-RS request body (default 2 GiB)"),
+    ("--max-part-bytes", _count(1), "largest part of a STOW-RS request (default 1 GiB)"),
+    ("--body-timeout", seconds, "seconds a request body may stall before a 408 (default 30)"),
+    ("--header-timeout", seconds, "seconds to send request headers before closing (default 30)"),
 ]
 _SERVE_OPTIONS: dict[str, dict[str, Any]] = {
     "--slides": {"action": "append", "metavar": "DIR"},
@@ -283,6 +286,7 @@ _SERVE_OPTIONS: dict[str, dict[str, Any]] = {
     "--authorizer": {"metavar": "MODULE:FACTORY"},
     "--convert-to-srgb": {"action": "store_const", "const": True},
     "--metrics-public": {"action": "store_const", "const": True},
+    "--stow-overwrite": {"action": "store_const", "const": True},
     "--access-log": {"metavar": "PATH"},
     "--oidc-jwks": {"metavar": "FILE_OR_URL"},
     "--oidc-issuer": {"metavar": "URL"},
