@@ -68,6 +68,15 @@ class Settings:
     metrics_public: bool = False
     #: Where to write the access log, one JSON line per request ("-": stdout); none if unset.
     access_log: str | None = None
+    #: Let STOW-RS replace a stored instance with other content under the same SOP Instance UID.
+    stow_overwrite: bool = False
+    #: Largest STOW-RS request body, and largest single part of one (bytes).
+    max_upload_bytes: int = 2 * 1024**3
+    max_part_bytes: int = 1024**3
+    #: Seconds a request body may go without a byte before STOW-RS gives up on it (408).
+    body_timeout: float = 30.0
+    #: Seconds a client has to send a request's headers (uvicorn and granian close it after).
+    header_timeout: float = 30.0
 
     @property
     def stow_directory(self) -> Path | None:
@@ -111,9 +120,18 @@ def served_roots(settings: Settings) -> list[str]:
     return roots
 
 
-_INT = {"port", "workers", "cache_bytes", "max_output_pixels", "jpeg_quality", "max_open_slides"}
-_FLOAT = {"rescan_interval"}
-_BOOL = {"convert_to_srgb", "metrics_public"}
+_INT = {
+    "port",
+    "workers",
+    "cache_bytes",
+    "max_output_pixels",
+    "jpeg_quality",
+    "max_open_slides",
+    "max_upload_bytes",
+    "max_part_bytes",
+}
+_FLOAT = {"rescan_interval", "body_timeout", "header_timeout"}
+_BOOL = {"convert_to_srgb", "metrics_public", "stow_overwrite"}
 
 
 def _parse(name: str, raw: str) -> Any:
