@@ -13,16 +13,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import dockerfile
 import httpx
 import pytest
-import yaml
+from deployfiles import NGINX_CONF, compose, dockerfile_commands, pod_spec
 from serverproc import ServerProcess, free_port, serving_cases
 
 from fixtures import FixtureSet
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-NGINX_CONF = DEPLOY / "nginx.conf"
 UPSTREAM = re.compile(r"server tileserver:8000([^;]*);")
 PREFIX = "/wsi"  # the public prefix the test sets, to see it come back in IIIF ids
 
@@ -157,12 +154,9 @@ def balancer(
 
 def probe_paths() -> dict[str, str]:
     """Every health path the deploy files point an orchestrator at."""
-    deployment = yaml.safe_load((DEPLOY / "k8s" / "deployment.yaml").read_text())
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-    nginx_check = compose["services"]["nginx"]["healthcheck"]["test"][-1]
-    commands = dockerfile.parse_file(str(DEPLOY / "Dockerfile"))
-    (image_check,) = [" ".join(c.value) for c in commands if c.cmd == "HEALTHCHECK"]
+    container = pod_spec()["containers"][0]
+    nginx_check = compose()["services"]["nginx"]["healthcheck"]["test"][-1]
+    (image_check,) = [" ".join(c.value) for c in dockerfile_commands() if c.cmd == "HEALTHCHECK"]
     return {
         "k8s liveness": container["livenessProbe"]["httpGet"]["path"],
         "k8s readiness": container["readinessProbe"]["httpGet"]["path"],
