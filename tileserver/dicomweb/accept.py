@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tileserver.errors import NotAcceptableError
+from tileserver.errors import InvalidRequestError, NotAcceptableError
 from tileserver.formats import (
     DICOM_RLE,
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -100,18 +100,27 @@ def parse_accept(header: str | None) -> list[AcceptEntry]:
         return [AcceptEntry("*/*")]
     entries: list[tuple[float, int, AcceptEntry]] = []
     for order, item in enumerate(_split(header, ",")):
-        media_type, *raw_params = _split(item, ";")
-        params: dict[str, str] = {}
-        for raw in raw_params:
-            name, _, value = raw.partition("=")
-            params[name.strip().lower()] = value.strip().strip('"')
-        try:
-            q = float(params.pop("q", "1"))
-        except ValueError:
-            q = 1.0
-        q = q if 0 <= q <= 1 else 1.0  # NaN and out-of-range weights count as the default
-        entries.append((-q, order, AcceptEntry(media_type.lower(), params, q)))
+        entry = _entry(item)
+        entries.append((-entry.q, order, entry))
     return [entry for *_, entry in sorted(entries, key=lambda e: (e[0], e[1]))]
+
+
+def _entry(item: str) -> AcceptEntry:
+    """One media range; a range without a media type (``;``, ``;q=1``) is a 400."""
+    media_type, *raw_params = item.split(";")
+    media_type = media_type.strip()
+    if not media_type or '"' in media_type:
+        raise InvalidRequestError(f"malformed Accept header: {item[:80]!r} names no media type")
+    params: dict[str, str] = {}
+    for raw in _split(";".join(raw_params), ";"):
+        name, _, value = raw.partition("=")
+        params[name.strip().lower()] = value.strip().strip('"')
+    try:
+        q = float(params.pop("q", "1"))
+    except ValueError:
+        q = 1.0
+    q = q if 0 <= q <= 1 else 1.0  # NaN and out-of-range weights count as the default
+    return AcceptEntry(media_type.lower(), params, q)
 
 
 def type_matches(pattern: str, media_type: str) -> bool:
