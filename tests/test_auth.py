@@ -6,7 +6,7 @@ token's studies hiding every other slide."""
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import subprocess
 import sys
 import time
@@ -127,8 +127,7 @@ def oidc(
     work = tmp_path_factory.mktemp("oidc-server")
     tree = work / "slides"
     for case in ("jpeg_bot", "j2k_lossless"):
-        os.makedirs(tree, exist_ok=True)
-        os.symlink(fixture_dir[case].directory, tree / case)
+        shutil.copytree(fixture_dir[case].directory, tree / case)
     args = ["--oidc-jwks", str(signing[1]), "--oidc-issuer", ISSUER, "--oidc-audience", AUDIENCE]
     process = ServerProcess([tree], work, extra_args=args).start()
     try:
@@ -170,6 +169,25 @@ def test_a_tokens_studies_hide_every_other_slide(
         assert _get(oidc, f"/slides/{allowed.series_uid}/tiles/0/0/0", limited).status_code == 200
     everyone = token(signing[0], role="read")
     assert len(_get(oidc, "/slides", everyone).json()["slides"]) == 2
+    studies = _get(oidc, "/dicomweb/studies", limited).json()
+    assert [s["0020000D"]["Value"][0] for s in studies] == [allowed.study_uid]
+    assert len(_get(oidc, "/dicomweb/studies", everyone).json()) == 2
+    assert _get(oidc, "/dicomweb/instances", limited).status_code == 200
+    instances = _get(oidc, "/dicomweb/instances", limited).json()
+    assert {i["0020000D"]["Value"][0] for i in instances} == {allowed.study_uid}
+    hidden_paths = (
+        f"/dicomweb/studies/{hidden.study_uid}/series",
+        f"/dicomweb/studies/{hidden.study_uid}/metadata",
+        f"/dicomweb/studies/{hidden.study_uid}/series/{hidden.series_uid}/metadata",
+    )
+    absent = "1.2.3.999"
+    for path in hidden_paths:  # answered exactly as for a study that does not exist
+        response = _get(oidc, path, limited)
+        nothing = _get(oidc, path.replace(hidden.study_uid, absent), limited)
+        assert response.status_code in (200, 204, 404), (path, response.status_code)
+        assert response.status_code == nothing.status_code
+        assert response.text.replace(hidden.study_uid, absent) == nothing.text
+    assert _get(oidc, f"/dicomweb/studies/{hidden.study_uid}/metadata", everyone).status_code == 200
 
 
 def test_serving_beyond_loopback_without_credentials_warns(tmp_path: Path) -> None:

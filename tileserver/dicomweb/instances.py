@@ -26,6 +26,7 @@ from tileserver.dicom.pixeldata import FileView, read_pixel_data_element
 from tileserver.dicomweb.accept import Offer
 from tileserver.errors import InvalidRequestError, NotFoundError
 from tileserver.formats import TRANSFER_SYNTAXES, EncodedTile
+from tileserver.grants import may_see
 from tileserver.slide import Slide
 
 FILE_CHUNK = 1 << 20
@@ -54,6 +55,8 @@ def _refs(catalog: Catalog, where: str, params: tuple[str, ...]) -> list[Instanc
     )
     seen: dict[str, InstanceRef] = {}
     for r in rows:
+        if not may_see(r["study_uid"]):
+            continue  # hidden from this request's grant: as if it did not exist
         header = load_header(r["header"], r["icc_profile"])
         seen.setdefault(
             header.sop_instance_uid, InstanceRef(r["path"], r[1], r[2], header)

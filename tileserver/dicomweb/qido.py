@@ -35,6 +35,7 @@ from tileserver.dicomweb.dicomjson import (
     tag_of,
 )
 from tileserver.errors import InvalidRequestError
+from tileserver.grants import CURRENT_GRANT
 
 Level = Literal["study", "series", "instance"]
 
@@ -305,6 +306,10 @@ def search(catalog: Catalog, query: Query, base_url: str) -> SearchResult:
     ensure_indexes(catalog)
     key = _GROUPS[query.level][0]
     conditions, params = _for_dialect(query, catalog.dialect)
+    visible = CURRENT_GRANT.get().studies
+    if visible is not None:  # a grant limited to some studies finds no others
+        marks = ", ".join("?" for _ in visible) or "NULL"
+        conditions, params = [*conditions, f"study_uid IN ({marks})"], [*params, *sorted(visible)]
     where = " AND ".join(conditions) or "TRUE"
     if query.level != "instance" and conditions:
         where = f"{key} IN (SELECT {key} FROM served_instances WHERE {where})"
