@@ -22,6 +22,7 @@ from deployfiles import (
     K8S,
     NGINX_CONF,
     ROOT,
+    VARIANTS,
     compose,
     dockerfile_commands,
     dockerfile_uid,
@@ -121,8 +122,8 @@ def test_every_tileserver_variable_named_in_deploy_is_a_settings_field() -> None
 
 
 def container_environments() -> dict[str, set[str]]:
-    spec = pod_spec()
     config = k8s_object("ConfigMap")["data"].keys() | k8s_object("Secret")["stringData"].keys()
+    env = [e for v in VARIANTS for e in pod_spec(v)["containers"][0].get("env", [])]
     image = {
         c.value[i]
         for c in dockerfile_commands()
@@ -130,7 +131,7 @@ def container_environments() -> dict[str, set[str]]:
         for i in range(0, len(c.value), 2)
     }
     return {
-        "k8s": set(config) | {e["name"] for e in spec["containers"][0].get("env", [])},
+        "k8s": set(config) | {e["name"] for e in env},
         "compose": set(compose()["services"]["tileserver"]["environment"]),
         "image": {name for name in image if name.startswith(("TILESERVER_", "AWS_"))},
     }
