@@ -188,7 +188,7 @@ def test_client_disconnect_mid_upload_leaves_no_partial_file(
 ) -> None:
     before = dw.search_for_instances()
     host, port = server.removeprefix("http://").split(":")
-    payload = body([("application/dicom", b"x" * 1000)], close=False)
+    payload = body([("application/dicom", MAGIC + b"x" * 1000)], close=False)
     with socket.create_connection((host, int(port))) as sock:
         head = (
             f"POST /dicomweb/studies HTTP/1.1\r\nHost: {host}\r\nContent-Type: {CONTENT_TYPE}"
@@ -300,6 +300,10 @@ def receive(stow_dir: Path, request: FakeRequest) -> list[stow.Outcome]:
     return receiver.outcomes
 
 
+#: What every DICOM file opens with (the receiver refuses a part without it at once).
+MAGIC = b"\0" * 128 + b"DICM"
+
+
 def stored_ok(tmp: Path, *args: object) -> stow.Outcome:
     tmp.unlink()
     return stow.Outcome(VL_WSI, "1.2.3", "1.2", "1.2.3")
@@ -317,7 +321,7 @@ def test_a_crash_while_storing_fails_that_part_only(
         return stored_ok(tmp)
 
     monkeypatch.setattr(stow, "store_part", store_part)
-    data = body([("application/dicom", b"one"), ("application/dicom", b"two")])
+    data = body([("application/dicom", MAGIC + b"one"), ("application/dicom", MAGIC + b"two")])
     outcomes = receive(tmp_path, FakeRequest([data]))
     assert [o.failure for o in outcomes] == [stow.PROCESSING_FAILURE, None]
     assert "boom" in (outcomes[0].reason or "")
@@ -343,7 +347,7 @@ def test_a_write_error_fails_that_part_and_removes_its_file(
     monkeypatch.setattr(dicomweb_stow, "open", fake_open, raising=False)
     monkeypatch.setattr(dicomweb_stow._Receiver, "FLUSH_BYTES", 1)
     monkeypatch.setattr(stow, "store_part", stored_ok)
-    data = body([("application/dicom", b"one" * 100), ("application/dicom", b"two")])
+    data = body([("application/dicom", MAGIC + b"one" * 100), ("application/dicom", MAGIC)])
     outcomes = receive(tmp_path, FakeRequest([data[:50], data[50:]]))
     assert [o.failure for o in outcomes] == [stow.PROCESSING_FAILURE, None]
     assert "No space left" in (outcomes[0].reason or "")
@@ -355,7 +359,7 @@ class Cancelled(BaseException):
 
 
 def test_cancellation_mid_part_removes_the_temporary_file(tmp_path: Path) -> None:
-    data = body([("application/dicom", b"x" * 5000)], close=False)[:3000]
+    data = body([("application/dicom", MAGIC + b"x" * 5000)], close=False)[:3000]
     with pytest.raises(Cancelled):
         receive(tmp_path, FakeRequest([data], then=Cancelled()))
     assert incoming(tmp_path) == []

@@ -5,11 +5,18 @@ then indexed with ``index_instance`` exactly as the scanner would; only a valid 
 Slide Microscopy instance is moved into ``<stow>/<study>/<series>/<sop>.dcm`` and written
 to the catalog, so it is searchable and servable as soon as the part is processed. A bad
 part becomes a FailedSOPSequence item and never affects the others.
+
+What is served must not change behind a slide's back: an instance whose SOP Instance UID
+is stored with other bytes is refused (Duplicate SOP Instance) unless overwriting is on,
+and never replaces a file outside the stow directory; an instance that would join a series
+whose files lie outside the stow directory is refused (Not Authorized).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import filecmp
 import os
 import re
 import uuid
@@ -20,7 +27,7 @@ from typing import Any
 import pydicom
 
 from tileserver.catalog import Catalog
-from tileserver.dicom import index_instance
+from tileserver.dicom import IndexedInstance, index_instance
 from tileserver.dicom.header import VL_WSI
 from tileserver.dicomweb.dicomjson import RETRIEVE_URL, element
 from tileserver.errors import NotWsiError, SlideError
@@ -31,6 +38,8 @@ INCOMING = ".incoming"
 
 # Failure reasons (PS3.4 C.4.2.1.4 / PS3.18 Table 10.5.3-1).
 PROCESSING_FAILURE = 0x0110
+DUPLICATE = 0x0111
+NOT_AUTHORIZED = 0x0124
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 STUDY_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
@@ -78,18 +87,36 @@ def _identity(path: Path) -> tuple[str | None, str | None]:
 
 
 def store_part(
-    tmp: Path, stow_dir: Path, root: str, catalog: Catalog, expected_study: str | None
+    tmp: Path,
+    stow_dir: Path,
+    root: str,
+    catalog: Catalog,
+    expected_study: str | None,
+    overwrite: bool = False,
 ) -> Outcome:
-    """Index ``tmp`` and, when valid, move it into place and catalog it; ``tmp`` is consumed."""
+    """Index ``tmp`` and, when valid, move it into place and catalog it; ``tmp`` is consumed.
+
+    Refused: an instance whose SOP Instance UID is stored with other content (unless
+    ``overwrite``, and never over a file outside ``stow_dir``), and one that would join a
+    series whose files lie outside ``stow_dir`` (it would change a slide served from there)."""
     try:
-        return _store(tmp, stow_dir, root, catalog, expected_study)
+        return _store(tmp, _Target(stow_dir.resolve(), root, catalog, overwrite), expected_study)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _store(
-    tmp: Path, stow_dir: Path, root: str, catalog: Catalog, expected_study: str | None
-) -> Outcome:
+@dataclass(frozen=True)
+class _Target:
+    stow_dir: Path
+    root: str
+    catalog: Catalog
+    overwrite: bool
+
+    def inside(self, path: str) -> bool:
+        return "://" not in path and Path(path).is_relative_to(self.stow_dir)
+
+
+def _store(tmp: Path, target: _Target, expected_study: str | None) -> Outcome:
     try:
         inst = index_instance(tmp)
     except NotWsiError as exc:
@@ -99,33 +126,99 @@ def _store(
     except OSError as exc:
         return failed(f"cannot read the part: {exc}", PROCESSING_FAILURE)
     h = inst.header
-    sop_class = VL_WSI
     if not all(valid_uid(u) for u in (h.study_uid, h.series_uid, h.sop_instance_uid)):
         return failed(
             "Study, Series or SOP Instance UID is not a valid UID", CANNOT_UNDERSTAND, tmp
         )
     if expected_study is not None and h.study_uid != expected_study:
         reason = f"Study Instance UID {h.study_uid} differs from {expected_study} in the URL"
-        return Outcome(sop_class, h.sop_instance_uid, failure=STUDY_MISMATCH, reason=reason)
-    if not _stored_elsewhere(catalog, h.sop_instance_uid, stow_dir):
-        dest = stow_dir / h.study_uid / h.series_uid / f"{h.sop_instance_uid}.dcm"
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, dest)
-            stored = dataclasses.replace(inst, path=str(dest))
-            indexed = IndexedFile(h.series_uid, instance=stored)
-            catalog.put_indexed(root, local_identity(str(dest)), "dicom", indexed)
-        except OSError as exc:
-            reason = f"cannot store the instance: {exc}"
-            return Outcome(sop_class, h.sop_instance_uid, failure=PROCESSING_FAILURE, reason=reason)
-    return Outcome(sop_class, h.sop_instance_uid, h.study_uid, h.series_uid)
+        return Outcome(VL_WSI, h.sop_instance_uid, failure=STUDY_MISMATCH, reason=reason)
+    refusal = _conflict(tmp, inst, target)
+    if refusal is not None:
+        code, reason = refusal
+        return Outcome(VL_WSI, h.sop_instance_uid, failure=code, reason=reason)
+    try:
+        _put(tmp, inst, target)
+    except OSError as exc:
+        reason = f"cannot store the instance: {exc}"
+        return Outcome(VL_WSI, h.sop_instance_uid, failure=PROCESSING_FAILURE, reason=reason)
+    return Outcome(VL_WSI, h.sop_instance_uid, h.study_uid, h.series_uid)
 
 
-def _stored_elsewhere(catalog: Catalog, sop: str, stow_dir: Path) -> bool:
-    """The instance is already served from a file outside the stow directory."""
+def _conflict(tmp: Path, inst: IndexedInstance, target: _Target) -> tuple[int, str] | None:
+    """(failure code, reason) when storing ``inst`` would alter what is already served."""
+    h = inst.header
+    for path in _paths(target.catalog, h.sop_instance_uid):
+        if _same_bytes(tmp, path):
+            continue
+        if not target.inside(path):
+            why = "it is served from outside the STOW directory"
+        elif not target.overwrite:
+            why = "--stow-overwrite is off"
+        else:
+            continue
+        return DUPLICATE, f"SOP Instance {h.sop_instance_uid} exists with other content; {why}"
+    for path, study, sop in _series_members(target.catalog, h.series_uid):
+        if sop == h.sop_instance_uid:
+            continue  # this very instance: checked above
+        if not target.inside(path):
+            reason = f"Series {h.series_uid} is a slide served from outside the STOW directory"
+            return NOT_AUTHORIZED, f"{reason}; a stored instance cannot join it"
+        if study != h.study_uid:
+            reason = f"Series {h.series_uid} belongs to Study {study}, not {h.study_uid}"
+            return STUDY_MISMATCH, reason
+    return None
+
+
+def _put(tmp: Path, inst: IndexedInstance, target: _Target) -> None:
+    """Move ``tmp`` to its place and catalog it; a same-content copy already there stays."""
+    h = inst.header
+    dest = target.stow_dir / h.study_uid / h.series_uid / f"{h.sop_instance_uid}.dcm"
+    known = _paths(target.catalog, h.sop_instance_uid)
+    if any(not target.inside(p) for p in known):
+        return  # the same bytes are served from a slide directory (checked by _conflict)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not _place(tmp, dest, target.overwrite) and str(dest) in known:
+        return  # the very same file, already stored and catalogued
+    stale = [p for p in known if p != str(dest)]  # overwritten under another study or series
+    for path in stale:
+        Path(path).unlink(missing_ok=True)
+    if stale:
+        target.catalog.remove(stale)
+    indexed = IndexedFile(h.series_uid, instance=dataclasses.replace(inst, path=str(dest)))
+    target.catalog.put_indexed(target.root, local_identity(str(dest)), "dicom", indexed)
+
+
+def _place(tmp: Path, dest: Path, overwrite: bool) -> bool:
+    """Put ``tmp`` at ``dest``; False when ``dest`` already holds the same bytes. Without
+    ``overwrite`` the link is atomic, so two uploads of one instance race safely."""
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        if _same_bytes(tmp, str(dest)):
+            return False
+        if not overwrite:
+            raise FileExistsError(errno.EEXIST, "stored meanwhile with other content") from None
+        os.replace(tmp, dest)
+    return True
+
+
+def _same_bytes(tmp: Path, path: str) -> bool:
+    try:
+        return "://" not in path and filecmp.cmp(tmp, path, shallow=False)
+    except OSError:
+        return False
+
+
+def _paths(catalog: Catalog, sop: str) -> list[str]:
     rows = catalog.query("SELECT path FROM instances WHERE sop_instance_uid = ?", (sop,))
-    stow = str(stow_dir.resolve())
-    return any(not str(r[0]).startswith(stow + os.sep) for r in rows)
+    return [str(r[0]) for r in rows]
+
+
+def _series_members(catalog: Catalog, series: str) -> list[tuple[str, str, str]]:
+    """(path, study, SOP Instance UID) of each instance of ``series``."""
+    sql = "SELECT path, study_uid, sop_instance_uid FROM instances WHERE series_uid = ?"
+    return [(str(r[0]), str(r[1]), str(r[2])) for r in catalog.query(sql, (series,))]
 
 
 def catalog_root(stow_dir: Path, roots: list[str]) -> str:
