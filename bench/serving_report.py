@@ -215,7 +215,7 @@ def calibration(bench: Bench) -> list[str]:
         f"- Calibration: the bare handler reached {measured} of nginx's "
         f"{nginx:,.0f} req/s at c={c} (the targets were set from ~47k req/s for an nginx "
         "without `tcp_nopush`, and ~29% on uvicorn, ~47% on granian for the bare ASGI "
-        "handler; see 'Baseline fix' below)."
+        "handler; see 'Serving baseline fix' below)."
     ]
 
 
