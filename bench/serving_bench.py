@@ -3,7 +3,7 @@
 One synthetic level of 224x224 = 50,176 JPEG frames of 256 px (``bench/serving_data.py``)
 is served by
 * nginx: the same frame bytes as static files, tuned as its users tune it (sendfile with
-  tcp_nopush, ``bench/baselines.py``): the ceiling;
+  tcp_nopush, ``bench/nginx.py``): the ceiling;
 * a bare handler returning slices of the memory-mapped file (``bench/bare_app.py``), on
   uvicorn and granian (ASGI), and on granian's RSGI interface: the ceiling of a Python
   handler on each server;
