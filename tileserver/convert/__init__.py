@@ -22,13 +22,17 @@ from pathlib import Path
 from tileserver.compose import background_of
 from tileserver.convert.dataset import Series, instance_dataset
 from tileserver.convert.frames import Counts
-from tileserver.convert.plan import Planned, plan, skipped_associated
+from tileserver.convert.plan import Options, Planned, plan, skipped_associated
 from tileserver.convert.source import open_slide
 from tileserver.convert.writer import check_destination, staged_directory, write_instance
 from tileserver.errors import InvalidRequestError, UnsupportedError
 from tileserver.slide import Slide
 
 __all__ = ["Conversion", "Written", "convert"]
+
+#: Micrometres per pixel written when neither the input nor the caller knows (DICOM WSI
+#: requires a Pixel Spacing; 1 µm is no scanner's, so it is not mistaken for a real one).
+NOMINAL_MPP = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,13 @@ def convert(
     *,
     quality: int = 90,
     lossless: bool = False,
+    mpp: float | None = None,
     progress: bool = False,
 ) -> Conversion:
     """Convert the slide at ``source`` (a file, or a folder holding one slide) into a new
-    or empty ``output_dir``; ``progress`` draws a bar on stderr."""
+    or empty ``output_dir``. ``quality``: of the JPEG frames encoded here; ``lossless``:
+    encode JPEG 2000 lossless instead (stored JPEG tiles are kept either way); ``mpp``:
+    level-0 micrometres per pixel, instead of the input's; ``progress``: a bar on stderr."""
     if not 1 <= quality <= 100:
         raise InvalidRequestError(f"JPEG quality must be 1-100, not {quality}")
     output = Path(output_dir).absolute()
@@ -75,13 +82,29 @@ def convert(
     try:
         if not slide.levels:
             raise UnsupportedError(f"{source}: no pyramid levels to convert")
-        return _write(slide, output, quality, lossless, progress)
+        pixel_size, notes = _mpp(slide, mpp)
+        options = Options(quality, lossless, pixel_size, background_of(slide))
+        conversion = _write(slide, output, options, progress)
+        conversion.warnings += notes
+        return conversion
     finally:
         slide.close()
 
 
-def _write(slide: Slide, output: Path, quality: int, lossless: bool, progress: bool) -> Conversion:
-    planned = plan(slide, quality, lossless, background_of(slide))
+def _mpp(slide: Slide, given: float | None) -> tuple[tuple[float, float], list[str]]:
+    """Pixel Spacing is required: the input's, else a nominal one, said so."""
+    if given is not None:
+        if not 0 < given < 1000:
+            raise InvalidRequestError(f"mpp must be between 0 and 1000, not {given}")
+        return (given, given), []
+    if slide.mpp is not None:
+        return slide.mpp, []
+    note = f"no pixel size in the input: Pixel Spacing written as a nominal {NOMINAL_MPP} µm"
+    return (NOMINAL_MPP, NOMINAL_MPP), [f"{note} (give the real one with --mpp)"]
+
+
+def _write(slide: Slide, output: Path, options: Options, progress: bool) -> Conversion:
+    planned = plan(slide, options)
     series = Series(slide.path, slide.attributes, slide.icc_profile)
     total = sum(item.image.frames for item in planned)
     conversion = Conversion(output, "", series.series_uid, warnings=_warnings(slide))

@@ -22,6 +22,15 @@ ASSOCIATED = {"label": "LABEL", "overview": "OVERVIEW", "thumbnail": "THUMBNAIL"
 
 
 @dataclass(frozen=True)
+class Options:
+    quality: int
+    lossless: bool
+    #: Level-0 (x, y) micrometres per pixel written as Pixel Spacing.
+    mpp: tuple[float, float]
+    background: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
 class Planned:
     """One output file: its name, header facts and frames."""
 
@@ -30,17 +39,12 @@ class Planned:
     frames: LevelFrames | AssociatedFrames
 
 
-def plan(
-    slide: Slide, quality: int, lossless: bool, background: tuple[int, int, int]
-) -> list[Planned]:
+def plan(slide: Slide, options: Options) -> list[Planned]:
     """Every instance the conversion writes, levels first (Instance Number order)."""
-    planned = [
-        _level(slide, index, quality, lossless, background) for index in range(len(slide.levels))
-    ]
+    planned = [_level(slide, index, options) for index in range(len(slide.levels))]
     for name, flavor in ASSOCIATED.items():
         if name in slide.associated:
-            number = len(planned) + 1
-            planned.append(_associated(slide, name, flavor, number, quality, lossless, background))
+            planned.append(_associated(slide, name, flavor, len(planned) + 1, options))
     return planned
 
 
@@ -49,56 +53,44 @@ def skipped_associated(slide: Slide) -> list[str]:
     return sorted(set(slide.associated) - set(ASSOCIATED))
 
 
-def _level(
-    slide: Slide, index: int, quality: int, lossless: bool, background: tuple[int, int, int]
-) -> Planned:
+def _level(slide: Slide, index: int, options: Options) -> Planned:
     level = slide.levels[index]
-    coding = level_coding(slide, index, lossless)
-    mpp = level.mpp
+    coding = level_coding(slide, index, options.lossless)
     image = Image(
         flavor="VOLUME",
         number=index + 1,
         size=level.size,
         tile_size=level.tile_size,
         coding=coding,
-        spacing_mm=(mpp[0] / 1000, mpp[1] / 1000) if mpp else None,
+        spacing_mm=_spacing(slide, level.size, options.mpp),
         lossy=coding.lossy or level.media_type == JPEG,
     )
-    return Planned(
-        f"level-{index}.dcm", image, LevelFrames(slide, index, coding, quality, background)
-    )
+    frames = LevelFrames(slide, index, coding, options.quality, options.background)
+    return Planned(f"level-{index}.dcm", image, frames)
 
 
-def _associated(
-    slide: Slide,
-    name: str,
-    flavor: str,
-    number: int,
-    quality: int,
-    lossless: bool,
-    background: tuple[int, int, int],
-) -> Planned:
+def _associated(slide: Slide, name: str, flavor: str, number: int, options: Options) -> Planned:
     stored = slide.associated[name]
-    pixels = associated_pixels(slide, name, background)
-    coding = encoded_coding(1 if pixels.ndim == 2 else 3, lossless)
+    pixels = associated_pixels(slide, name, options.background)
+    coding = encoded_coding(1 if pixels.ndim == 2 else 3, options.lossless)
     image = Image(
         flavor=flavor,
         number=number,
         size=stored.size,
-        tile_size=Size(stored.size.width, stored.size.height),
+        tile_size=stored.size,
         coding=coding,
-        spacing_mm=_thumbnail_spacing(slide, stored.size) if flavor == "THUMBNAIL" else None,
+        # A thumbnail shows all of level 0; label and overview show the slide at a scale
+        # nobody recorded.
+        spacing_mm=_spacing(slide, stored.size, options.mpp) if flavor == "THUMBNAIL" else None,
         lossy=coding.lossy or stored.media_type == JPEG,
     )
-    return Planned(f"{name}.dcm", image, AssociatedFrames(pixels, coding, quality))
+    return Planned(f"{name}.dcm", image, AssociatedFrames(pixels, coding, options.quality))
 
 
-def _thumbnail_spacing(slide: Slide, size: Size) -> tuple[float, float] | None:
-    """A thumbnail shows the whole of level 0: its pixels are that much larger."""
-    if slide.mpp is None or not slide.levels:
-        return None
+def _spacing(slide: Slide, size: Size, mpp: tuple[float, float]) -> tuple[float, float]:
+    """(x, y) millimetres per pixel of an image showing all of level 0 at ``size``."""
     base = slide.levels[0].size
     return (
-        slide.mpp[0] * base.width / size.width / 1000,
-        slide.mpp[1] * base.height / size.height / 1000,
+        mpp[0] * base.width / size.width / 1000,
+        mpp[1] * base.height / size.height / 1000,
     )
