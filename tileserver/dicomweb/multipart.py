@@ -17,6 +17,9 @@ from tileserver.errors import InvalidRequestError
 
 #: A part's header block larger than this is rejected.
 MAX_HEADER_BYTES = 16 * 1024
+#: Bytes before the first boundary: more means the body is not multipart at all (so a
+#: large body without framing is refused early instead of read to its end).
+MAX_PREAMBLE_BYTES = 64 * 1024
 
 
 class MultipartError(InvalidRequestError):
@@ -79,6 +82,7 @@ class MultipartParser:
         self._delimiter = b"\r\n--" + boundary.encode("latin-1")
         self._buffer = bytearray(b"\r\n")  # so a body that opens with the boundary matches
         self._state = _PREAMBLE
+        self._skipped = 0  # preamble bytes dropped so far
         self.parts = 0
         #: Why the body is malformed; set once, after which ``feed`` returns no events.
         self.error: MultipartError | None = None
@@ -122,7 +126,11 @@ class MultipartParser:
     def _skip_to_delimiter(self) -> bool:
         index = self._buffer.find(self._delimiter)
         if index < 0:
-            del self._buffer[: max(0, len(self._buffer) - len(self._delimiter) + 1)]
+            drop = max(0, len(self._buffer) - len(self._delimiter) + 1)
+            self._skipped += drop
+            del self._buffer[:drop]
+            if self._skipped > MAX_PREAMBLE_BYTES:
+                raise MultipartError(f"no multipart boundary in the first {self._skipped} bytes")
             return False
         del self._buffer[: index + len(self._delimiter)]
         self._state = _AFTER_DELIMITER

@@ -64,7 +64,10 @@ async def store(request: Request) -> Response:
     limits = Limits.of(service.settings)
     declared = _declared_length(request)
     if declared is not None and declared > limits.upload_bytes:
-        return _refusal(Refused(413, f"a body of {declared} bytes is over {limits.upload_bytes}"))
+        limit = limits.upload_bytes
+        return _refusal(
+            Refused(413, f"a body of {declared} bytes is over {limit} (--max-upload-bytes)")
+        )
     study = request.path_params.get("study")
     stow_dir = stow_dir.resolve()
     root = stow.catalog_root(stow_dir, service.library.roots)

@@ -62,8 +62,11 @@ def _uvicorn(settings: Settings) -> None:
     """uvicorn on a socket bound here, so the URL is printed only once it is bound."""
     import uvicorn
 
-    config = uvicorn.Config(
+    from tileserver.http.headertimeout import TimeoutConfig
+
+    config = TimeoutConfig(
         TARGET,
+        header_timeout=settings.header_timeout,
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -108,6 +111,7 @@ def _granian(settings: Settings) -> None:
     try:
         from granian import Granian
         from granian.constants import Interfaces
+        from granian.http import HTTP1Settings
     except ImportError:
         raise UnsupportedError("--server granian needs: pip install 'tileserver[fast]'") from None
     with listen(settings.host, settings.port) as probe:
@@ -121,7 +125,13 @@ def _granian(settings: Settings) -> None:
         workers=settings.workers,
         factory=True,
         log_level=settings.log_level,  # type: ignore[arg-type]
+        http1_settings=HTTP1Settings(header_read_timeout=_milliseconds(settings.header_timeout)),
     ).serve()
+
+
+def _milliseconds(seconds: float) -> int:
+    """granian's header timeout: hyper closes a connection whose headers take longer."""
+    return max(1, round(seconds * 1000)) if seconds > 0 else 24 * 3600 * 1000  # 0: none
 
 
 STARTUP_FAILURE = 3

@@ -1,0 +1,99 @@
+"""uvicorn's HTTP/1.1 protocol (httptools) with a deadline and a size bound on request headers.
+
+uvicorn times out idle keep-alive connections only: a client that opens a connection and
+sends half a request line, or trickles header bytes, holds it (and a file descriptor)
+forever. Here the headers of every request must be complete within ``header_timeout``
+seconds of the connection opening (first request) or of the request's first byte (later
+ones), and within ``MAX_HEADER_BYTES``; otherwise the connection is answered 408 or 431
+and closed. Parser errors are answered in JSON, as every other error of the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+#: Request line plus headers; a larger block is answered 431 (nginx's default is 32 KiB).
+MAX_HEADER_BYTES = 64 * 1024
+
+
+class TimeoutConfig(uvicorn.Config):
+    """uvicorn's configuration, serving HTTP/1.1 with ``HeaderTimeoutProtocol``."""
+
+    def __init__(self, *args: Any, header_timeout: float = 30.0, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "http": HeaderTimeoutProtocol})
+        self.header_timeout = header_timeout
+
+
+class HeaderTimeoutProtocol(HttpToolsProtocol):
+    """httptools' protocol; closes connections whose headers come too slowly or too large."""
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.header_timeout = float(getattr(config, "header_timeout", 30.0))
+        self._deadline: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+        self._in_headers = False  # bytes of a request arrived, its headers not complete
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._deadline is not None:  # headers still incomplete: all of ``data`` is header
+            self._header_bytes += len(data)
+            if self._header_bytes > MAX_HEADER_BYTES:
+                self._refuse(431, f"request headers over {MAX_HEADER_BYTES} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_headers = True
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        self._in_headers, self._header_bytes = False, 0
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, f"invalid HTTP request: {msg}")
+
+    def _arm(self) -> None:
+        if self._deadline is None and self.header_timeout > 0:
+            self._deadline = self.loop.call_later(self.header_timeout, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if self._in_headers:  # a request began: say why it ends
+            self._refuse(408, f"request headers not received within {self.header_timeout:g} s")
+        elif not self.transport.is_closing():
+            self.transport.close()
+
+    def _refuse(self, status: int, reason: str) -> None:
+        self._disarm()
+        if self.transport.is_closing():
+            return
+        body = orjson.dumps({"error": reason})
+        head = (
+            f"HTTP/1.1 {status} {_PHRASES[status]}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode("latin-1") + body)
+        self.transport.close()
+
+
+_PHRASES = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
