@@ -18,6 +18,7 @@ from datetime import datetime
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, generate_uid
+from pydicom.valuerep import DSfloat
 
 from tileserver import __version__
 from tileserver.convert.coding import Coding
@@ -40,6 +41,9 @@ KEPT = (
 )
 #: An imaged depth nobody measured: the focal depth of a typical 20x scan, in mm.
 NOMINAL_DEPTH_MM = 0.001
+#: Written as Lossy Image Compression Ratio and replaced once the frames are written
+#: (``writer.write_instance``): 16 characters, the longest a DS value may be.
+RATIO_PLACEHOLDER = "9999999999999999"
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ def _identity(ds: Dataset, series: Series) -> None:
     ds.ContainerIdentifier = ds.ContainerIdentifier or series.name[:64]
     ds.IssuerOfTheContainerIdentifierSequence = []
     ds.ContainerTypeCodeSequence = [_code("433466003", "SCT", "Microscope slide")]
+    ds.AcquisitionContextSequence = []
     ds.SpecimenDescriptionSequence = [_specimen(ds.ContainerIdentifier, series.specimen_uid)]
 
 
@@ -150,7 +155,11 @@ def _image(ds: Dataset, image: Image) -> None:
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.LossyImageCompression = "01" if image.lossy else "00"
     if image.lossy:
+        ds.LossyImageCompressionRatio = RATIO_PLACEHOLDER
         ds.LossyImageCompressionMethod = "ISO_10918_1"
+    if image.flavor == "LABEL":
+        ds.BarcodeValue = ""
+        ds.LabelText = ""
     ds.BurnedInAnnotation = "YES" if image.flavor == "LABEL" else "NO"
     ds.SpecimenLabelInImage = "YES" if image.flavor in ("LABEL", "OVERVIEW") else "NO"
     ds.FocusMethod = "AUTO"
@@ -160,9 +169,14 @@ def _image(ds: Dataset, image: Image) -> None:
     ds.TotalPixelMatrixOriginSequence = [_origin()]
     if image.spacing_mm is not None:
         x, y = image.spacing_mm
-        ds.ImagedVolumeWidth = image.size.width * x
-        ds.ImagedVolumeHeight = image.size.height * y
+        ds.ImagedVolumeWidth = ds_value(image.size.width * x)
+        ds.ImagedVolumeHeight = ds_value(image.size.height * y)
         ds.ImagedVolumeDepth = NOMINAL_DEPTH_MM
+
+
+def ds_value(number: float) -> DSfloat:
+    """``number`` as a DS value of at most 16 characters."""
+    return DSfloat(number, auto_format=True)
 
 
 def _origin() -> Dataset:
@@ -176,7 +190,8 @@ def _functional_groups(ds: Dataset, series: Series, image: Image) -> None:
     shared = Dataset()
     if image.spacing_mm is not None:
         measures = Dataset()
-        measures.PixelSpacing = [image.spacing_mm[1], image.spacing_mm[0]]  # rows, then columns
+        x, y = image.spacing_mm
+        measures.PixelSpacing = [ds_value(y), ds_value(x)]  # between rows, then columns
         measures.SliceThickness = NOMINAL_DEPTH_MM
         shared.PixelMeasuresSequence = [measures]
     frame_type = Dataset()

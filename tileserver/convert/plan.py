@@ -19,6 +19,10 @@ from tileserver.slide import Slide
 
 #: Associated images converted, by served name -> Image Type value 3.
 ASSOCIATED = {"label": "LABEL", "overview": "OVERVIEW", "thumbnail": "THUMBNAIL"}
+#: DICOM wants a Pixel Spacing for label and overview too, which no scanner records: it
+#: is estimated from a standard 75 x 25 mm slide, whose whole length an overview shows
+#: and whose 25 mm end a label shows (across their longer sides).
+ESTIMATED_SPAN_MM = {"OVERVIEW": 75.0, "LABEL": 25.0}
 
 
 @dataclass(frozen=True)
@@ -79,12 +83,19 @@ def _associated(slide: Slide, name: str, flavor: str, number: int, options: Opti
         size=stored.size,
         tile_size=stored.size,
         coding=coding,
-        # A thumbnail shows all of level 0; label and overview show the slide at a scale
-        # nobody recorded.
-        spacing_mm=_spacing(slide, stored.size, options.mpp) if flavor == "THUMBNAIL" else None,
+        spacing_mm=_associated_spacing(slide, flavor, stored.size, options.mpp),
         lossy=coding.lossy or stored.media_type == JPEG,
     )
     return Planned(f"{name}.dcm", image, AssociatedFrames(pixels, coding, options.quality))
+
+
+def _associated_spacing(
+    slide: Slide, flavor: str, size: Size, mpp: tuple[float, float]
+) -> tuple[float, float]:
+    if flavor == "THUMBNAIL":  # all of level 0
+        return _spacing(slide, size, mpp)
+    side = ESTIMATED_SPAN_MM[flavor] / max(size.width, size.height)
+    return side, side
 
 
 def _spacing(slide: Slide, size: Size, mpp: tuple[float, float]) -> tuple[float, float]:

@@ -21,7 +21,9 @@ from typing import BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.valuerep import format_number_as_ds
 
+from tileserver.convert.dataset import RATIO_PLACEHOLDER
 from tileserver.errors import InvalidRequestError
 
 _ITEM = b"\xfe\xff\x00\xe0"
@@ -31,13 +33,14 @@ _UNDEFINED = 0xFFFFFFFF
 _OFFSETS_TAG = b"\xe0\x7f\x01\x00OV\x00\x00"
 _LENGTHS_TAG = b"\xe0\x7f\x02\x00OV\x00\x00"
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00OB\x00\x00"
+_RATIO_TAG = b"\x28\x00\x12\x21DS"  # (0028,2112) Lossy Image Compression Ratio
 
 
 def write_instance(path: Path, dataset: Dataset, frames: Iterable[bytes], count: int) -> int:
     """Write ``dataset`` (file meta included, no Pixel Data) and ``count`` encapsulated
     ``frames`` to ``path``; returns the bytes written. A different number of frames is a
     ``ValueError`` (the header already says how many)."""
-    with path.open("wb") as out:
+    with path.open("w+b") as out:
         pydicom.dcmwrite(out, dataset, enforce_file_format=True)
         offsets_at = _reserve(out, _OFFSETS_TAG, count)
         lengths_at = _reserve(out, _LENGTHS_TAG, count)
@@ -52,7 +55,26 @@ def write_instance(path: Path, dataset: Dataset, frames: Iterable[bytes], count:
         out.write(struct.pack(f"<{count}Q", *offsets))
         out.seek(lengths_at)
         out.write(struct.pack(f"<{count}Q", *lengths))
+        _patch_ratio(out, offsets_at, _ratio(dataset, sum(lengths)))
     return size
+
+
+def _ratio(dataset: Dataset, stored: int) -> bytes:
+    """Lossy Image Compression Ratio: uncompressed over stored bytes, as 16 DS characters."""
+    raw = dataset.Rows * dataset.Columns * dataset.SamplesPerPixel * dataset.NumberOfFrames
+    text = format_number_as_ds(raw / max(stored, 1))
+    return str(text).ljust(len(RATIO_PLACEHOLDER)).encode()
+
+
+def _patch_ratio(out: BinaryIO, header_end: int, value: bytes) -> None:
+    """Replace the header's ratio placeholder (a fixed-length value) with ``value``."""
+    out.seek(0)
+    header = out.read(header_end)
+    element = _RATIO_TAG + struct.pack("<H", len(RATIO_PLACEHOLDER)) + RATIO_PLACEHOLDER.encode()
+    at = header.find(element)
+    if at >= 0:
+        out.seek(at + len(_RATIO_TAG) + 2)
+        out.write(value)
 
 
 def _reserve(out: BinaryIO, header: bytes, count: int) -> int:
