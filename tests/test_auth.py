@@ -6,6 +6,7 @@ token's studies hiding every other slide."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,9 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from serverproc import ServerProcess, free_port
 
 from fixtures import FixtureSet
+from tileserver.http.signing import UrlSigner
 
 KEYS = {"reader-key-1": "read", "writer-key-1": "write", "admin-key-1": "admin"}
 ISSUER, AUDIENCE = "https://idp.example.test", "tileserver"
+SIGNING_KEY = "a-secret-of-at-least-16-chars"
 
 
 def key_file(path: Path, keys: dict[str, str]) -> Path:
@@ -36,8 +39,9 @@ def keyed(
 ) -> Iterator[tuple[ServerProcess, Path]]:
     work = tmp_path_factory.mktemp("keys")
     keys = key_file(work / "keys.txt", KEYS)
-    slides = [fixture_dir["jpeg_bot"].directory]
-    process = ServerProcess(slides, work, extra_args=["--api-keys", str(keys)]).start()
+    slides = [fixture_dir["jpeg_bot"].directory, fixture_dir["j2k_lossless"].directory]
+    extra = ["--api-keys", str(keys), "--url-signing-key", SIGNING_KEY]
+    process = ServerProcess(slides, work, extra_args=extra).start()
     try:
         yield process, keys
     finally:
@@ -96,7 +100,65 @@ def test_keys_rotate_by_rewriting_the_file(keyed: tuple[ServerProcess, Path]) ->
         time.sleep(0.2)
     assert _get(process.url, "/slides", "reader-key-1").status_code == 401
     assert _get(process.url, "/slides", "reader-key-2").status_code == 200
-    key_file(keys, KEYS)
+    key_file(keys, KEYS)  # back as it was, for the tests after this one
+    deadline = time.monotonic() + 10
+    while _get(process.url, "/slides", "reader-key-1").status_code != 200:
+        assert time.monotonic() < deadline, "the restored key file was not reread"
+        time.sleep(0.2)
+
+
+def test_signed_urls_pass_without_a_credential_until_they_expire(
+    keyed: tuple[ServerProcess, Path], fixture_dir: dict[str, FixtureSet]
+) -> None:
+    url, sid = keyed[0].url, fixture_dir["jpeg_bot"].series_uid
+    other = fixture_dir["j2k_lossless"].series_uid
+    signed = httpx.post(
+        f"{url}/auth/sign",
+        json={"slide": sid, "expires_in": 600},
+        headers={"authorization": "Bearer reader-key-1"},
+    )
+    assert signed.status_code == 200
+    query = signed.json()["query"]
+    tile = f"/slides/{sid}/tiles/0/0/0"
+    for _ in range(3):  # the third from the stored-tile chain, the query notwithstanding
+        response = httpx.get(f"{url}{tile}?{query}")
+        assert response.status_code == 200
+        assert response.headers["cache-control"].startswith("public")
+    assert "index" not in response.headers["server-timing"]
+    for path in (f"/dzi/{sid}.dzi", f"/slides/{sid}", f"/iiif/3/{sid}/info.json"):
+        assert httpx.get(f"{url}{path}?{query}").status_code == 200, path
+    assert httpx.get(f"{url}{tile}?{query}&format=png").status_code == 200
+    credentialed = _get(url, tile, "reader-key-1")
+    assert credentialed.headers["cache-control"].startswith("private")
+    refused = [
+        f"{tile}?{query[:-2]}xx",  # altered
+        f"/slides/{other}/tiles/0/0/0?{query}",  # another slide
+        f"/dicomweb/studies?{query}",  # not a slide URL
+        f"{tile}?{UrlSigner(SIGNING_KEY).query(sid, 1, now=time.time() - 60)[0]}",  # expired
+        f"{tile}?{UrlSigner('another-secret-key-123').query(sid, 60)[0]}",  # another key
+    ]
+    for path in refused:
+        assert httpx.get(url + path).status_code == 401, path
+    assert httpx.delete(f"{url}/cache?{query}").status_code == 401  # read-only
+    no_slide = httpx.post(
+        f"{url}/auth/sign", json={"slide": "nope"}, headers={"authorization": "Bearer reader-key-1"}
+    )
+    assert no_slide.status_code == 404
+
+
+def test_sign_url_command_matches_the_server(
+    keyed: tuple[ServerProcess, Path], fixture_dir: dict[str, FixtureSet]
+) -> None:
+    sid = fixture_dir["jpeg_bot"].series_uid
+    done = subprocess.run(
+        [sys.executable, "-m", "tileserver.cli", "sign-url", sid, "--expires-in", "60"],
+        env={**os.environ, "TILESERVER_URL_SIGNING_KEY": SIGNING_KEY},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    query = done.stdout.strip()
+    assert httpx.get(f"{keyed[0].url}/slides/{sid}/tiles/0/0/1?{query}").status_code == 200
 
 
 # -- OIDC ----------------------------------------------------------------------------------

@@ -30,6 +30,9 @@ from tileserver.http.openapi import document
 from tileserver.settings import Settings
 
 CASE = "jpeg_bot"
+#: Stored through STOW: a study the server does not serve yet (no conflict, no hijack).
+STOWED = "j2k_lossless"
+SIGNING_KEY = "openapi-test-signing-key"
 METHODS = ("get", "post", "delete")
 
 
@@ -37,7 +40,9 @@ METHODS = ("get", "post", "delete")
 def server(
     tmp_path_factory: pytest.TempPathFactory, fixture_dir: dict[str, FixtureSet]
 ) -> Iterator[ServerProcess]:
-    with serving_cases(fixture_dir, [CASE], tmp_path_factory.mktemp("openapi")) as process:
+    work = tmp_path_factory.mktemp("openapi")
+    extra = ["--url-signing-key", SIGNING_KEY]
+    with serving_cases(fixture_dir, [CASE], work, extra_args=extra) as process:
         yield process
 
 
@@ -127,7 +132,7 @@ _NAMES = {
 
 
 def _request(
-    method: str, path: str, ids: dict[str, str], fs: FixtureSet
+    method: str, path: str, ids: dict[str, str], fs: FixtureSet, stowed: FixtureSet
 ) -> tuple[str, dict[str, Any]]:
     url = re.sub(r"\{(\w+)\}", lambda m: _NAMES[path] if m[1] == "name" else ids[m[1]], path)
     kwargs: dict[str, Any] = {}
@@ -137,9 +142,11 @@ def _request(
         kwargs["headers"] = {"Accept": "multipart/related; type=application/octet-stream"}
     if path.endswith("tiles:batch"):
         kwargs["json"] = {"tiles": [[0, 0, 0]]}
+    if path == "/auth/sign":
+        kwargs["json"] = {"slide": ids["slide_id"], "expires_in": 60}
     if method == "post" and path.startswith("/dicomweb"):
         boundary = "openapi-test"
-        part = fs.paths[0].read_bytes()
+        part = stowed.paths[0].read_bytes()
         body = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
         kwargs["content"] = body + part + f"\r\n--{boundary}--\r\n".encode()
         kwargs["headers"] = {
@@ -172,7 +179,9 @@ def test_operation_answers_as_documented(
     method: str,
     path: str,
 ) -> None:
-    url, kwargs = _request(method, path, ids, fixture_dir[CASE])
+    if path == "/dicomweb/studies/{study}" and method == "post":
+        ids = {**ids, "study": fixture_dir[STOWED].study_uid}
+    url, kwargs = _request(method, path, ids, fixture_dir[CASE], fixture_dir[STOWED])
     response = httpx.request(method, server.url + url, timeout=60, **kwargs)
     assert response.status_code < 400 or path == "/readyz", response.text[:300]
     doc = document()

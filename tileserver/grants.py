@@ -19,6 +19,8 @@ class Grant:
     role: str = "admin"
     #: Study Instance UIDs the principal may see (None: all).
     studies: frozenset[str] | None = None
+    #: Let in by a signed URL (``http/signing.py``): read-only, one slide, cacheable.
+    signed: bool = False
 
 
 ANONYMOUS = Grant()

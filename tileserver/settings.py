@@ -68,6 +68,8 @@ class Settings:
     metrics_public: bool = False
     #: Where to write the access log, one JSON line per request ("-": stdout); none if unset.
     access_log: str | None = None
+    #: Secret of signed URLs (``http/signing.py``); unset: no URL is let in by a signature.
+    url_signing_key: str | None = None
     #: Let STOW-RS replace a stored instance with other content under the same SOP Instance UID.
     stow_overwrite: bool = False
     #: Largest STOW-RS request body, and largest single part of one (bytes).

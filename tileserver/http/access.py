@@ -46,6 +46,9 @@ class AccessRequest(Protocol):
     @property
     def path(self) -> str: ...
 
+    @property
+    def query(self) -> str: ...
+
     def header(self, name: str) -> str | None: ...
 
 
@@ -103,6 +106,7 @@ class HeaderRequest:
 
     method: str
     path: str
+    query: str
     pairs: tuple[tuple[str, str], ...]
 
     def header(self, name: str) -> str | None:

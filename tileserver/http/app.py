@@ -76,7 +76,7 @@ def create_app(settings: Settings, authorizer: Authorizer | None = None) -> Star
 def _optional_routes() -> list[BaseRoute]:
     """Fronts that live in their own modules; each is added once it exists."""
     routes: list[BaseRoute] = []
-    for name in ("dzi", "iiif", "viewer", "dicomweb", "dicomweb_stow", "batch", "openapi"):
+    for name in ("dzi", "iiif", "viewer", "dicomweb", "dicomweb_stow", "batch", "sign", "openapi"):
         try:
             module = __import__(f"tileserver.http.{name}", fromlist=["routes"])
         except ModuleNotFoundError as exc:

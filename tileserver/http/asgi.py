@@ -30,9 +30,10 @@ class AsgiRequest(ChainRequest):
                 origin = value
             elif name == b"if-none-match":
                 conditional = True
-        method = scope["method"]
-        plain = method == "GET" and not scope["query_string"] and not conditional
-        super().__init__(method, scope["path"], plain, origin.decode("latin-1"))
+        query = scope["query_string"].decode("latin-1")
+        super().__init__(
+            scope["method"], scope["path"], query, conditional, origin.decode("latin-1")
+        )
         self._headers = headers
 
     def header(self, name: str) -> str | None:
@@ -63,7 +64,7 @@ class AsgiFront:
             if answer is LATER:
                 answer = await self.chain.later(request)
             if answer is not None:
-                await self._send(send, answer, request.origin)
+                await self._send(send, answer, request.origin, self.chain.private(request))
                 return "chain"
             if request.grant is not None:
                 scope[GRANT_KEY] = request.grant
@@ -74,7 +75,7 @@ class AsgiFront:
         if app is not None:
             await app(scope, receive, send)
         elif kind == "http":
-            await self._send(send, self.loader.failure(), "")
+            await self._send(send, self.loader.failure(), "", False)
         return "app"
 
     async def _logged(self, scope: Scope, receive: Receive, send: Send, log: AccessLog) -> None:
@@ -105,8 +106,8 @@ class AsgiFront:
                 via,
             )
 
-    async def _send(self, send: Send, answer: Answer, origin: str) -> None:
-        headers = self.chain.headers.build_raw(answer, origin)
+    async def _send(self, send: Send, answer: Answer, origin: str, private: bool) -> None:
+        headers = self.chain.headers.build_raw(answer, origin, private)
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": answer.body})
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tileserver.http.access import AccessRequest, Grant, Refusal
+from tileserver.http.signing import UrlSigner
 
 if TYPE_CHECKING:
     from tileserver.settings import Settings
@@ -39,8 +40,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROLES = ("read", "write", "admin")
+#: POSTs that only read: batch tile reads, and signing a slide's URLs.
+_READ_POSTS = ("/tiles:batch", "/auth/sign")
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 CHALLENGE = 'Bearer realm="tileserver"'
+SIGNED = Grant("signed-url", "read", signed=True)
 
 
 def rank(role: str) -> int:
@@ -53,7 +57,7 @@ def required_role(method: str, path: str, metrics_public: bool) -> str | None:
         return None
     if path == "/metrics" or path.startswith("/cache"):
         return "admin"
-    if method in ("GET", "HEAD") or (method == "POST" and path.endswith("/tiles:batch")):
+    if method in ("GET", "HEAD") or (method == "POST" and path.endswith(_READ_POSTS)):
         return "read"
     return "write"
 
@@ -175,6 +179,8 @@ class RoleAuthorizer:
         self.settings = settings
         self.keys = ApiKeys(Path(settings.api_keys)) if settings.api_keys else None
         self.tokens = OidcTokens(settings) if settings.oidc_jwks else None
+        key = settings.url_signing_key
+        self.signer = UrlSigner(key) if key else None
 
     def check(self, request: AccessRequest) -> Grant | Refusal:
         method, path = request.method, request.path
@@ -183,12 +189,23 @@ class RoleAuthorizer:
         needed = required_role(method, path, self.settings.metrics_public)
         if needed is None:
             return Grant("anonymous", "read")
+        signed = self._signed(request, needed)
+        if signed is not None:
+            return signed
         grant = self._grant(request)
         if grant is None:
             return Refusal(401, "a valid API key or bearer token is required", CHALLENGE)
         if rank(grant.role) < rank(needed):
             return Refusal(403, f"{needed} access is required, the credential has {grant.role}")
         return grant
+
+    def _signed(self, request: AccessRequest, needed: str) -> Grant | None:
+        """A read of a slide's URL let in by its signature (``http/signing.py``)."""
+        if self.signer is None or needed != "read" or "sig=" not in request.query:
+            return None
+        if request.method not in ("GET", "HEAD"):
+            return None
+        return SIGNED if self.signer.verify(request.path, request.query) else None
 
     def _grant(self, request: AccessRequest) -> Grant | None:
         bearer = request.header("authorization") or ""

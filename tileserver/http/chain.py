@@ -25,6 +25,7 @@ from typing import Protocol
 
 from tileserver.http.access import ALLOW_ALL, Authorizer, Grant, Refusal
 from tileserver.http.accesslog import AccessLog
+from tileserver.http.signing import only_signature
 from tileserver.http.stored import JSON, TILE_PATH, Answer, CorsPolicy, ResponseHeaders
 
 #: ``first``'s answer when only a blocking read can tell: await ``later``.
@@ -51,12 +52,13 @@ class BlockingLookup(Protocol):
 class ChainRequest:
     """What a front tells the chain of a request; an ``AccessRequest`` for authorizers."""
 
-    __slots__ = ("grant", "method", "origin", "path", "plain")
+    __slots__ = ("conditional", "grant", "method", "origin", "path", "plain", "query")
 
-    def __init__(self, method: str, path: str, plain: bool, origin: str) -> None:
-        self.method, self.path, self.origin = method, path, origin
+    def __init__(self, method: str, path: str, query: str, conditional: bool, origin: str) -> None:
+        self.method, self.path, self.query, self.origin = method, path, query, origin
+        self.conditional = conditional
         #: A ``GET`` with no query and no ``If-None-Match``: the only kind the chain answers.
-        self.plain = plain
+        self.plain = method == "GET" and not query and not conditional
         self.grant: Grant | None = None
 
     def header(self, name: str) -> str | None:
@@ -92,6 +94,8 @@ class StoredTileChain:
             request.grant = verdict
             if verdict.studies is not None:
                 return None  # limited to some studies: the app checks each slide's study
+            if verdict.signed and request.method == "GET" and not request.conditional:
+                request.plain = only_signature(request.query)
         if not request.plain:
             return None
         tiles = self.tiles
@@ -106,6 +110,12 @@ class StoredTileChain:
         if self.early is not None and TILE_PATH.fullmatch(request.path) is not None:
             return LATER
         return None
+
+    def private(self, request: ChainRequest) -> bool:
+        """Whether a response must not be cached by shared caches: with an access check on,
+        everything but what a signed URL asked for."""
+        grant = request.grant
+        return self._check and not (grant is not None and grant.signed)
 
     async def later(self, request: ChainRequest) -> Answer | None:
         """The early path's answer, read in a worker thread, or None."""

@@ -15,6 +15,7 @@ from tileserver.http.access import (
     CURRENT_GRANT,
     GRANT_KEY,
     Authorizer,
+    Grant,
     HeaderRequest,
     Refusal,
 )
@@ -85,14 +86,32 @@ class AccessMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and GRANT_KEY not in scope:
             pairs = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
-            verdict = self.authorizer.check(HeaderRequest(scope["method"], scope["path"], pairs))
+            query = scope["query_string"].decode("latin-1")
+            verdict = self.authorizer.check(
+                HeaderRequest(scope["method"], scope["path"], query, pairs)
+            )
             if isinstance(verdict, Refusal):
                 await _refuse(send, verdict)
                 return
             scope[GRANT_KEY] = verdict
-        if scope["type"] == "http":
-            CURRENT_GRANT.set(scope[GRANT_KEY])  # this request's task and its threads
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        grant: Grant = scope[GRANT_KEY]
+        CURRENT_GRANT.set(grant)  # this request's task and its threads
+        if self.authorizer is ALLOW_ALL or grant.signed:
+            await self.app(scope, receive, send)
+            return
+
+        async def private(message: Message) -> None:
+            if message["type"] == "http.response.start":  # credentialed: no shared caching
+                message["headers"] = [
+                    (k, v.replace(b"public", b"private") if k == b"cache-control" else v)
+                    for k, v in message.get("headers", [])
+                ]
+            await send(message)
+
+        await self.app(scope, receive, private)
 
 
 async def _refuse(send: Send, refusal: Refusal) -> None:

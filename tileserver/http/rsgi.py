@@ -62,9 +62,9 @@ class RsgiRequest(ChainRequest):
 
     def __init__(self, scope: RSGIScope) -> None:
         headers = scope.headers
-        method = scope.method
-        plain = method == "GET" and not scope.query_string and "if-none-match" not in headers
-        super().__init__(method, scope.path, plain, headers.get("origin", ""))
+        conditional = "if-none-match" in headers
+        origin = headers.get("origin", "")
+        super().__init__(scope.method, scope.path, scope.query_string, conditional, origin)
         self._headers = headers
 
     def header(self, name: str) -> str | None:
@@ -120,7 +120,8 @@ class RsgiFront:
                 await exchange.run(app, self.loader.state, request.grant)
                 return exchange.status, exchange.sent, "app", request
             answer = self.loader.failure()
-        headers = self.chain.headers.build(answer, request.origin)
+        private = self.chain.private(request)
+        headers = self.chain.headers.build(answer, request.origin, private)
         protocol.response_bytes(answer.status, headers, answer.body)
         return answer.status, len(answer.body), "chain", request
 

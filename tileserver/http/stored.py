@@ -16,6 +16,7 @@ TILE_PATH = re.compile(r"/slides/([^/]+)/tiles/(\d{1,6})/(\d{1,9})/(\d{1,9})", r
 #: A Deep Zoom tile URL: slide id, DZI level, column, row, suffix.
 DZI_PATH = re.compile(r"/dzi/([^/]+)_files/(\d{1,6})/(\d{1,9})_(\d{1,9})\.(\w+)", re.ASCII)
 TILE_CACHE_CONTROL = "public, max-age=86400"
+PRIVATE_CACHE_CONTROL = "private, max-age=86400"
 EXPOSED_HEADERS = "ETag, Server-Timing, Link, Content-Type, Content-Length, Location"
 JSON = "application/json"
 
@@ -109,18 +110,21 @@ class ResponseHeaders:
             self._fixed += cors.any_headers
         self._fixed_raw = _encode(self._fixed)
 
-    def build(self, answer: Answer, origin: str) -> Headers:
-        """RSGI's form (granian adds content-length)."""
+    def build(self, answer: Answer, origin: str, private: bool = False) -> Headers:
+        """RSGI's form (granian adds content-length); ``private`` keeps tiles out of
+        shared caches (a request with a credential)."""
         if answer.etag is None:
             return [("content-type", answer.media_type), *answer.extra, *self.cors.headers(origin)]
         varying = self._varying(answer)
+        if private:
+            return [*varying, ("cache-control", PRIVATE_CACHE_CONTROL), *self.cors.headers(origin)]
         return varying + self._fixed if self.cors.any else varying + self._cors_tile(origin)
 
-    def build_raw(self, answer: Answer, origin: str) -> RawHeaders:
+    def build_raw(self, answer: Answer, origin: str, private: bool = False) -> RawHeaders:
         """ASGI's form, content-length included."""
         length = (b"content-length", b"%d" % len(answer.body))
-        if answer.etag is None or not self.cors.any:
-            return [*_encode(self.build(answer, origin)), length]
+        if answer.etag is None or not self.cors.any or private:
+            return [*_encode(self.build(answer, origin, private)), length]
         return [*_encode(self._varying(answer)), *self._fixed_raw, length]
 
     def _varying(self, answer: Answer) -> Headers:

@@ -112,6 +112,45 @@ def _batch() -> Json:
     )
 
 
+def _sign() -> Json:
+    request = {
+        "type": "object",
+        "required": ["slide"],
+        "properties": {
+            "slide": {"type": "string"},
+            "expires_in": {"type": "integer", "minimum": 1, "maximum": 604800},
+        },
+    }
+    signed = {
+        "type": "object",
+        "required": ["slide", "expires", "query"],
+        "properties": {
+            "slide": {"type": "string"},
+            "expires": {"type": "integer"},
+            "query": {"type": "string"},
+            "viewer": {"type": "string"},
+            "dzi": {"type": "string"},
+            "tiles": {"type": "string"},
+        },
+    }
+    return op(
+        "Signed URLs of one slide",
+        "operations",
+        {
+            "200": resp(
+                "The signature, to add to the query of any URL of the slide", json_body(signed)
+            ),
+            **SLIDE_ERRORS,
+            "404": resp(
+                "No such slide for this credential, or URL signing is off (no --url-signing-key)",
+                json_body({"type": "object"}),
+            ),
+        },
+        description="Read access to one slide's URLs without a credential, until `expires`.",
+        body={"required": True, "content": json_body(request)},
+    )
+
+
 def _dzi() -> Json:
     dzi_id = path("slide_id", "Slide id")
     descriptor = op(
@@ -224,6 +263,7 @@ def _operations() -> Json:
                 [SLIDE_ID],
             )
         },
+        "/auth/sign": {"post": _sign()},
         "/openapi.json": {
             "get": op(
                 "This document",
