@@ -24,6 +24,7 @@ examples:
   tileserver serve --slides .data/demo        serve them; the viewer URL is printed
   tileserver validate /data/slides/case-17    check slides without a catalog
   tileserver index /data/slides --json        index a tree and list its slides
+  tileserver convert slide.svs out/           write a slide as a DICOM WSI series
   tileserver loadtest http://127.0.0.1:8000 --duration 30
 
 Run 'tileserver COMMAND --help' for a command's options. Every serve option can also be
@@ -110,6 +111,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
             ("serve", _add_serve),
             ("index", _add_index),
             ("validate", _add_validate),
+            ("convert", _add_convert),
             ("demo", _add_demo),
             ("fixtures", _add_fixtures),
             ("loadtest", _add_loadtest),
@@ -169,6 +171,33 @@ def _add_validate(sub: Any) -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="file or directory")
     _add_output_options(validate)
     return validate
+
+
+def _add_convert(sub: Any) -> argparse.ArgumentParser:
+    convert = _command(
+        sub,
+        "convert",
+        "write a slide as a DICOM WSI series",
+        "Write the slide INPUT (SVS, tiled TIFF, anything OpenSlide opens, DICOM; a file, or\n"
+        "a folder holding one slide) into OUTPUT_DIR (new or empty) as a DICOM VL Whole\n"
+        "Slide Microscopy series: one instance per level, plus label, overview and\n"
+        "thumbnail. Stored JPEG tiles are kept as they are; other tiles become JPEG.",
+    )
+    convert.add_argument("input", type=Path, metavar="INPUT", help="slide file or folder")
+    convert.add_argument("output_dir", type=Path, metavar="OUTPUT_DIR")
+    convert.add_argument(
+        "--quality", type=_count(1, 100), default=90, help="of the JPEGs encoded (default 90)"
+    )
+    convert.add_argument(
+        "--lossless", action="store_true", help="encode JPEG 2000 lossless instead of JPEG"
+    )
+    convert.add_argument(
+        "--mpp", type=float, help="level-0 micrometres per pixel (default: the input's)"
+    )
+    convert.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (shown only on a terminal)"
+    )
+    return convert
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -380,6 +409,25 @@ def _validate(args: argparse.Namespace) -> int:
             f"tileserver validate: no slide in {where} ({skipped} files skipped)", file=sys.stderr
         )
         return 1
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from tileserver.convert import convert, summary
+
+    _existing([args.input])
+    show = not args.no_progress and sys.stderr.isatty()
+    done = convert(
+        args.input,
+        args.output_dir,
+        quality=args.quality,
+        lossless=args.lossless,
+        mpp=args.mpp,
+        progress=show,
+    )
+    for note in done.warnings:
+        print(f"tileserver convert: warning: {note}", file=sys.stderr)
+    print(summary(done))
     return 0
 
 
