@@ -28,7 +28,7 @@ from tileserver.convert.writer import check_destination, staged_directory, write
 from tileserver.errors import InvalidRequestError, UnsupportedError
 from tileserver.slide import Slide
 
-__all__ = ["Conversion", "Written", "convert"]
+__all__ = ["Conversion", "Written", "convert", "summary"]
 
 #: Micrometres per pixel written when neither the input nor the caller knows (DICOM WSI
 #: requires a Pixel Spacing; 1 µm is no scanner's, so it is not mistaken for a real one).
@@ -116,6 +116,31 @@ def _write(slide: Slide, output: Path, options: Options, progress: bool) -> Conv
             size = write_instance(staging / item.file_name, dataset, frames, item.image.frames)
             conversion.files.append(_written(output, item, size))
     return conversion
+
+
+def summary(conversion: Conversion) -> str:
+    """One line per file written, then where the series went."""
+    from tileserver.formats import TRANSFER_SYNTAXES
+
+    lines = []
+    for f in conversion.files:
+        counts = f.counts
+        made = ", ".join(
+            f"{n} {what}"
+            for n, what in (
+                (counts.kept, "kept"),
+                (counts.encoded, "encoded"),
+                (counts.filled, "filled"),
+            )
+            if n
+        )
+        syntax = TRANSFER_SYNTAXES[f.transfer_syntax].name
+        lines.append(
+            f"{f.path.name:<16} {f.flavor:<9} {f.width:>6} x {f.height:<6} {f.frames:>6} frames "
+            f"({made})  {syntax} {f.photometric}  {f.size_bytes / 1e6:.2f} MB"
+        )
+    lines.append(f"series {conversion.series_uid} in {conversion.output_dir}")
+    return "\n".join(lines)
 
 
 def _written(output: Path, item: Planned, size: int) -> Written:
