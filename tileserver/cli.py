@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from tileserver import __version__
 from tileserver.errors import TileServerError
-from tileserver.settings import Settings, slide_root
+from tileserver.settings import Settings, location, slide_root
 
 EXAMPLES = """\
 examples:
@@ -115,6 +115,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
             ("demo", _add_demo),
             ("fixtures", _add_fixtures),
             ("loadtest", _add_loadtest),
+            ("sign-url", _add_sign_url),
         )
     }
     return parser, commands
@@ -128,6 +129,38 @@ def _command(sub: Any, name: str, summary: str, description: str) -> argparse.Ar
     )
     parser.set_defaults(handler=globals().get(f"_{name}"))
     return parser
+
+
+def _add_sign_url(sub: Any) -> argparse.ArgumentParser:
+    command = _command(
+        sub,
+        "sign-url",
+        "sign a slide's URLs for clients that cannot send a credential",
+        "Print the query string (exp=...&sig=...) that lets any URL of SLIDE_ID through\n"
+        "the access check read-only until it expires (the server needs the same\n"
+        "--url-signing-key). POST /auth/sign does the same over HTTP.",
+    )
+    command.add_argument("slide_id", metavar="SLIDE_ID", help="the slide's id, as /slides lists it")
+    command.add_argument(
+        "--expires-in", type=_count(1), default=3600, metavar="SECONDS", help="default 3600"
+    )
+    command.add_argument("--url-signing-key", metavar="SECRET", help="[TILESERVER_URL_SIGNING_KEY]")
+    command.set_defaults(handler=_sign_url)
+    return command
+
+
+def _sign_url(args: argparse.Namespace) -> int:
+    from tileserver.http.signing import UrlSigner
+
+    key = args.url_signing_key or os.environ.get("TILESERVER_URL_SIGNING_KEY")
+    if not key:
+        raise UsageError("no signing key: pass --url-signing-key or set TILESERVER_URL_SIGNING_KEY")
+    try:
+        query, _ = UrlSigner(key).query(args.slide_id, args.expires_in)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    print(query)
+    return 0
 
 
 def _add_serve(sub: Any) -> argparse.ArgumentParser:
@@ -153,7 +186,9 @@ def _add_index(sub: Any) -> argparse.ArgumentParser:
         "again. 'serve' does the same on start; run this to index ahead of time.",
     )
     index.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="slide directory")
-    index.add_argument("--catalog", type=Path, help="catalog file [env TILESERVER_CATALOG]")
+    index.add_argument(
+        "--catalog", type=location, help="catalog file or postgresql:// URL [TILESERVER_CATALOG]"
+    )
     _add_output_options(index)
     return index
 
@@ -275,7 +310,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 #: One flag per ``Settings`` field (dest = field name); a test keeps the two in step.
 SERVE_FLAGS: list[tuple[str, Callable[[str], Any] | None, str]] = [
     ("--slides", slide_root, "slide folder or s3://BUCKET/PREFIX to serve (repeatable)"),
-    ("--catalog", Path, "catalog file (default ~/.cache/tileserver/catalog.sqlite)"),
+    ("--catalog", location, "catalog file or postgresql:// URL (default a file in ~/.cache)"),
     ("--host", None, "address to listen on (default 127.0.0.1)"),
     ("--port", _count(0, 65535), "port to listen on, 0 for any free one (default 8000)"),
     ("--workers", _count(1), "worker processes (default 1)"),
@@ -300,6 +335,7 @@ SERVE_FLAGS: list[tuple[str, Callable[[str], Any] | None, str]] = [
     ("--oidc-studies-claim", None, "token claim listing visible studies (default studies)"),
     ("--metrics-public", None, "serve /metrics without a credential"),
     ("--access-log", None, "write one JSON line per request to PATH ('-': stdout)"),
+    ("--url-signing-key", None, "secret for signed slide URLs (POST /auth/sign, sign-url)"),
     ("--stow-overwrite", None, "let STOW-RS replace an instance with other content"),
     ("--max-upload-bytes", _count(1), "largest STOW-RS request body (default 2 GiB)"),
     ("--max-part-bytes", _count(1), "largest part of a STOW-RS request (default 1 GiB)"),
@@ -317,6 +353,7 @@ _SERVE_OPTIONS: dict[str, dict[str, Any]] = {
     "--metrics-public": {"action": "store_const", "const": True},
     "--stow-overwrite": {"action": "store_const", "const": True},
     "--access-log": {"metavar": "PATH"},
+    "--url-signing-key": {"metavar": "SECRET"},
     "--oidc-jwks": {"metavar": "FILE_OR_URL"},
     "--oidc-issuer": {"metavar": "URL"},
     "--oidc-audience": {"metavar": "AUDIENCE"},

@@ -15,21 +15,27 @@ def default_catalog() -> Path:
     return Path(base) / "tileserver" / "catalog.sqlite"
 
 
-#: A slide root: a local folder, or an object-storage prefix such as ``s3://bucket/slides``.
-SlideRoot = Path | str
+#: A local path, or a URL: a slide root such as ``s3://bucket/slides``, a catalog such as
+#: ``postgresql://host/db``.
+Location = Path | str
+SlideRoot = Location
 
 
-def slide_root(text: str | Path) -> SlideRoot:
-    """A ``--slides`` value: a URI stays text (``Path`` would fold its ``//``)."""
+def location(text: str | Path) -> Location:
+    """A ``--slides`` or ``--catalog`` value: a URL stays text (``Path`` would fold its
+    ``//``), anything else is a local path."""
     text = str(text)
     head, sep, _ = text.partition("://")
-    return text if sep and head.isalnum() else Path(text)
+    return text if sep and head.replace("+", "").isalnum() else Path(text)
+
+
+slide_root = location
 
 
 @dataclass(frozen=True)
 class Settings:
     slides: tuple[SlideRoot, ...] = ()
-    catalog: Path = field(default_factory=default_catalog)
+    catalog: Location = field(default_factory=default_catalog)
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
@@ -99,7 +105,9 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "slides" in values:
             values["slides"] = tuple(slide_root(p) for p in values["slides"])
-        for name in ("catalog", "stow_dir", "api_keys"):
+        if "catalog" in values:
+            values["catalog"] = location(values["catalog"])
+        for name in ("stow_dir", "api_keys"):
             if name in values:
                 values[name] = Path(values[name])
         return cls(**values)
