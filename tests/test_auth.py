@@ -266,3 +266,38 @@ def test_serving_beyond_loopback_without_credentials_warns(tmp_path: Path) -> No
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+def test_with_an_access_check_cors_origins_must_be_listed(
+    keyed: tuple[ServerProcess, Path], tmp_path: Path
+) -> None:
+    """Unset, no page of another origin may read responses; '*' refuses to start."""
+    response = httpx.get(
+        keyed[0].url + "/slides",
+        headers={"authorization": "Bearer reader-key-1", "origin": "https://evil.test"},
+    )
+    assert response.status_code == 200
+    assert "access-control-allow-origin" not in response.headers
+    keys = key_file(tmp_path / "keys.txt", KEYS)
+    argv = [sys.executable, "-m", "tileserver.cli", "serve", "--api-keys", str(keys)]
+    argv += ["--cors-origins", "*", "--port", str(free_port()), "--catalog", str(tmp_path / "c")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "--cors-origins must list origins" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_listed_origins_are_allowed_with_an_access_check(
+    tmp_path: Path, fixture_dir: dict[str, FixtureSet]
+) -> None:
+    keys = key_file(tmp_path / "keys.txt", KEYS)
+    extra = ["--api-keys", str(keys), "--cors-origins", "https://viewer.test"]
+    process = ServerProcess([fixture_dir["jpeg_bot"].directory], tmp_path, extra_args=extra)
+    process.start()
+    try:
+        headers = {"authorization": "Bearer reader-key-1"}
+        for origin, allowed in (("https://viewer.test", True), ("https://evil.test", False)):
+            response = httpx.get(process.url + "/slides", headers={**headers, "origin": origin})
+            got = response.headers.get("access-control-allow-origin")
+            assert got == (origin if allowed else None)
+    finally:
+        process.stop()

@@ -48,7 +48,9 @@ class Settings:
     rescan_interval: float = 30.0
     #: Largest image (width x height) one request may produce.
     max_output_pixels: int = 25_000_000
-    cors_origins: str = "*"
+    #: Origins whose pages may read responses (comma-separated, or "*"). Unset: "*" while
+    #: no access check is configured, none once one is (``cors_policy``).
+    cors_origins: str | None = None
     #: Proxies whose X-Forwarded-* headers are believed (comma-separated IPs, or "*").
     forwarded_allow_ips: str = "127.0.0.1"
     jpeg_quality: int = 90
@@ -111,6 +113,22 @@ class Settings:
             if name in values:
                 values[name] = Path(values[name])
         return cls(**values)
+
+
+def access_checked(settings: Settings) -> bool:
+    """Whether requests need a credential (``http/access.load_authorizer``)."""
+    return bool(settings.authorizer or settings.api_keys or settings.oidc_jwks)
+
+
+def cors_origins(settings: Settings) -> str:
+    """The CORS origins in force: with an access check on, "*" would let any page a
+    clinician has open use their credential's reach, so origins must then be listed."""
+    if settings.cors_origins is None:
+        return "" if access_checked(settings) else "*"
+    listed = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if "*" in listed and access_checked(settings):
+        raise ValueError("with an access check on, --cors-origins must list origins, not '*'")
+    return ",".join(listed)
 
 
 def served_slide_roots(slides: tuple[SlideRoot, ...]) -> list[str]:

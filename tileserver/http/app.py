@@ -26,7 +26,7 @@ from tileserver.http.middleware import (
 )
 from tileserver.http.state import AppState
 from tileserver.service import TileService
-from tileserver.settings import Settings, served_roots
+from tileserver.settings import Settings, cors_origins, served_roots
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def create_app(settings: Settings, authorizer: Authorizer | None = None) -> Star
         routes=[*health.routes, *tiles.routes, *admin.routes, *_optional_routes()],
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
-            Middleware(CorsMiddleware, origins=settings.cors_origins),
+            Middleware(CorsMiddleware, origins=cors_origins(settings)),
             Middleware(AccessMiddleware, authorizer=authorizer),
             Middleware(CatchAllMiddleware),
             Middleware(GzipTextMiddleware),

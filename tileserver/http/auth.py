@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from tileserver.http.access import AccessRequest, Grant, Refusal
 from tileserver.http.signing import UrlSigner
+from tileserver.settings import access_checked
 
 if TYPE_CHECKING:
     from tileserver.settings import Settings
@@ -234,16 +235,12 @@ class RoleAuthorizer:
         return Grant(str(claims.get("sub", "token")), role, allowed)
 
 
-def credentials_configured(settings: Settings) -> bool:
-    return bool(settings.api_keys or settings.oidc_jwks or settings.authorizer)
-
-
 def warn_if_open(settings: Settings) -> None:
     """A loud warning when the server listens beyond loopback with no access check."""
     loopback = settings.host in ("127.0.0.1", "localhost", "::1") or settings.host.startswith(
         "127."
     )
-    if not loopback and not credentials_configured(settings):
+    if not loopback and not access_checked(settings):
         message = (
             f"WARNING: tileserver listens on {settings.host} with no access check: anyone "
             "who can reach it can read every slide, search patient data, upload with STOW "

@@ -10,7 +10,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from tileserver.errors import UnsupportedError
-from tileserver.settings import Settings, served_roots, served_slide_roots
+from tileserver.settings import Settings, cors_origins, served_roots, served_slide_roots
 
 if TYPE_CHECKING:
     import uvicorn
@@ -34,6 +34,10 @@ def run(settings: Settings) -> int:
         raise UnsupportedError(f"unknown server {settings.server!r}: {', '.join(SERVERS)}")
     from tileserver.http.auth import warn_if_open
 
+    try:
+        cors_origins(settings)
+    except ValueError as exc:  # a configuration the server must not start with
+        raise UnsupportedError(str(exc)) from None
     warn_if_open(settings)
     _export(settings)
     runner(settings)
@@ -172,7 +176,7 @@ def _chain_and_loader(settings: Settings, build: Build | None) -> tuple[StoredTi
     from tileserver.http.early import AppLoader, EarlyTiles
     from tileserver.http.stored import CorsPolicy
 
-    chain = StoredTileChain(CorsPolicy(settings.cors_origins), load_authorizer(settings))
+    chain = StoredTileChain(CorsPolicy(cors_origins(settings)), load_authorizer(settings))
     chain.early = EarlyTiles(settings.catalog, [str(r) for r in served_roots(settings)])
     if settings.access_log:
         from tileserver.http.accesslog import AccessLog

@@ -64,7 +64,8 @@ class CorsPolicy:
     ``CorsMiddleware`` and the chain, which answers before the middleware runs."""
 
     def __init__(self, origins: str = "*") -> None:
-        self.origins = [o.strip() for o in origins.split(",") if o.strip()] or ["*"]
+        """``origins``: comma-separated, "*" for any, "" for none (same-origin only)."""
+        self.origins = [o.strip() for o in origins.split(",") if o.strip()]
         self.any = "*" in self.origins
         self.any_headers: Headers = [
             ("access-control-allow-origin", "*"),
