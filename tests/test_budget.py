@@ -76,3 +76,37 @@ def test_concurrent_large_renders_are_bounded_by_the_budget(
     anyio.run(main)
     # Each holds min(5 x area, budget) = the whole budget of 4 outputs: one at a time.
     assert RENDER_BUDGET_OUTPUTS < 5 and peak[0] == 1
+
+
+def test_a_full_queue_turns_renders_away_with_a_retry_time() -> None:
+    from tileserver.errors import OverloadedError
+
+    budget = PixelBudget(10, max_waiting=2, max_wait=0.2)
+    outcomes: list[str] = []
+
+    async def hold(pixels: int, seconds: float) -> None:
+        try:
+            async with budget.hold(pixels):
+                await anyio.sleep(seconds)
+            outcomes.append("served")
+        except OverloadedError as exc:
+            outcomes.append("busy" if exc.retry_after > 0 else "?")
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(hold, 10, 0.5)  # holds everything for longer than max_wait
+            await anyio.sleep(0.01)
+            for _ in range(4):  # two wait (then time out), two are turned away at once
+                group.start_soon(hold, 5, 0.0)
+
+    anyio.run(main)
+    assert outcomes.count("served") == 1 and outcomes.count("busy") == 4
+    assert budget.in_use == 0 and budget.waiting == 0
+
+
+def test_an_overloaded_answer_is_a_503_with_retry_after() -> None:
+    from tileserver.errors import OverloadedError
+    from tileserver.http.errors import domain_error
+
+    response = anyio.run(domain_error, None, OverloadedError("busy", retry_after=3))
+    assert response.status_code == 503 and response.headers["retry-after"] == "3"

@@ -10,6 +10,7 @@ TileServerError
 ├── LimitExceededError                   a request that would cause too much work
 ├── SourceUnavailableError               storage that cannot be reached now (503)
 ├── CacheUnavailableError                a shared cache a purge could not finish in (503)
+├── OverloadedError                      too much work queued: try again shortly (503)
 └── SlideError                           a file that cannot be indexed or read
     ├── NotWsiError                      readable DICOM, but not a VL Whole Slide Microscopy image
     └── CorruptSlideError                truncated, inconsistent or unparsable data
@@ -77,3 +78,11 @@ class SourceUnavailableError(TileServerError):
 class CacheUnavailableError(TileServerError):
     """A shared cache that did not answer an operation that must not fail silently (a
     purge): reads and writes treat the same outage as misses instead."""
+
+
+class OverloadedError(TileServerError):
+    """The server has as much work queued as it takes: try again after ``retry_after``."""
+
+    def __init__(self, message: str, retry_after: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

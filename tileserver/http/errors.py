@@ -19,6 +19,7 @@ from tileserver.errors import (
     LimitExceededError,
     NotAcceptableError,
     NotFoundError,
+    OverloadedError,
     SlideError,
     SourceUnavailableError,
     TileServerError,
@@ -37,6 +38,7 @@ STATUS: dict[type[TileServerError], int] = {
     LimitExceededError: 400,
     SourceUnavailableError: 503,
     CacheUnavailableError: 503,
+    OverloadedError: 503,
     UnsupportedError: 501,
     CorruptSlideError: 422,
     SlideError: 422,
@@ -53,7 +55,8 @@ def status_for(exc: TileServerError) -> int:
 
 async def domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TileServerError)
-    return json_response({"error": str(exc)}, status_code=status_for(exc))
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, OverloadedError) else None
+    return json_response({"error": str(exc)}, status_code=status_for(exc), headers=headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
