@@ -185,7 +185,9 @@ def _add_index(sub: Any) -> argparse.ArgumentParser:
         "and list the slides found by name, path and UID. Unchanged files are not read\n"
         "again. 'serve' does the same on start; run this to index ahead of time.",
     )
-    index.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="slide directory")
+    index.add_argument(
+        "dirs", nargs="+", type=slide_root, metavar="DIR", help="slide folder or s3://BUCKET/PREFIX"
+    )
     index.add_argument(
         "--catalog", type=location, help="catalog file or postgresql:// URL [TILESERVER_CATALOG]"
     )
@@ -416,9 +418,11 @@ def _index(args: argparse.Namespace) -> int:
     from tileserver.report import files_under, index_summary, render_index
 
     settings = settings_from_args(args)
-    library = SlideLibrary(Catalog(settings.catalog), _existing(args.dirs))
+    _existing([d for d in args.dirs if isinstance(d, Path)])
+    library = SlideLibrary(Catalog(settings.catalog), args.dirs)
     try:
-        with _progress(args, "indexing", lambda: len(files_under(library.roots))) as step:
+        local = [r for r in library.roots if "://" not in r]  # a bucket is not listed twice
+        with _progress(args, "indexing", lambda: len(files_under(local))) as step:
             report = scan(library.catalog, library.roots, progress=step)
         roots = [str(r) for r in library.roots]
         skipped = [(f.path, f.reason or "") for f in library.catalog.skipped(roots)]
@@ -427,7 +431,8 @@ def _index(args: argparse.Namespace) -> int:
         summary = index_summary([library.get(i) for i in library.ids()], skipped, files)
     finally:
         library.close()
-    print(_json(summary) if args.json else render_index(summary, settings.catalog))
+        library.catalog.close()
+    print(_json(summary) if args.json else render_index(summary, library.catalog.name))
     return 0
 
 
