@@ -20,7 +20,7 @@ from typing import ParamSpec, TypeVar
 import numpy as np
 from anyio import to_thread
 
-from tileserver import compose
+from tileserver import audit, compose
 from tileserver.budget import PixelBudget
 from tileserver.cache import KeyPart, TieredCache, coalesce, make_key, pack, unpack
 from tileserver.catalog import SlideLibrary
@@ -98,8 +98,10 @@ class TileService:
             slide = self.library.get_open(slide_id)
             if slide is None:  # loading reads the catalog: off the event loop
                 slide = await self.run(self.library.get, slide_id, keep)
-        if not may_see(slide.attributes.get("StudyInstanceUID")):
+        study = slide.attributes.get("StudyInstanceUID")
+        if not may_see(study):
             raise NotFoundError(f"no slide {slide_id!r}")  # nothing tells that it exists
+        audit.record("read", study, slide.id)
         return slide
 
     async def stored_tile(

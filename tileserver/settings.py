@@ -76,6 +76,8 @@ class Settings:
     metrics_public: bool = False
     #: Where to write the access log, one JSON line per request ("-": stdout); none if unset.
     access_log: str | None = None
+    #: Where to write the audit log (``tileserver/audit.py``; "-": stdout); none if unset.
+    audit_log: str | None = None
     #: Secret of signed URLs (``http/signing.py``); unset: no URL is let in by a signature.
     url_signing_key: str | None = None
     #: Let STOW-RS replace a stored instance with other content under the same SOP Instance UID.

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from tileserver import audit
 from tileserver.cache import build_cache
 from tileserver.catalog import Catalog, SlideLibrary
 from tileserver.http import admin, health, tiles
@@ -41,6 +42,7 @@ def create_app(settings: Settings, authorizer: Authorizer | None = None) -> Star
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         roots = served_roots(settings)
+        audit.configure(settings.audit_log)
         catalog = Catalog(settings.catalog, roots)
         library = SlideLibrary(catalog, roots, max_open=settings.max_open_slides)
         cache = build_cache(settings.redis_url, settings.cache_bytes)

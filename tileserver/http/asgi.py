@@ -104,6 +104,9 @@ class AsgiFront:
                 str((scope.get("client") or ("",))[0]),
                 grant.principal if grant is not None else "",
                 via,
+                next(
+                    (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None
+                ),
             )
 
     async def _send(self, send: Send, answer: Answer, origin: str, private: bool) -> None:
@@ -123,3 +126,9 @@ class AsgiFront:
                 await self.loader.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _request_id(scope: Scope) -> str | None:
+    """The client's or the proxy's ``X-Request-Id``, for the access log."""
+    found = (v for k, v in scope["headers"] if k == b"x-request-id")
+    return next((v.decode("latin-1") for v in found), None)

@@ -102,7 +102,7 @@ class RsgiFront:
             principal = grant.principal if grant is not None else ""
             log.record(
                 scope.method, scope.path, scope.query_string, status, size, started,
-                client, principal, via,
+                client, principal, via, scope.headers.get("x-request-id"),
             )  # fmt: skip
 
     async def _serve(
