@@ -9,8 +9,12 @@ a frame for every tile position).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -21,6 +25,10 @@ from tileserver.formats import JPEG, EncodedTile
 from tileserver.geometry import Size
 from tileserver.slide import Slide
 
+#: Threads making frames; tiles read and made per task.
+WORKERS = min(4, os.cpu_count() or 1)
+RUN = 16
+
 
 @dataclass
 class Counts:
@@ -29,6 +37,31 @@ class Counts:
     kept: int = 0  # stored bytes, unchanged
     encoded: int = 0  # decoded and encoded
     filled: int = 0  # absent: the glass colour
+
+    def add(self, other: Counts) -> None:
+        self.kept += other.kept
+        self.encoded += other.encoded
+        self.filled += other.filled
+
+
+T = TypeVar("T")
+
+
+def _in_order(futures: Iterable[Future[T]], ahead: int) -> Iterator[T]:
+    """Results of ``futures`` in order, submitting at most ``ahead`` before the first is
+    taken (frames are streamed: a level is never held whole); pending ones are cancelled
+    when the consumer stops."""
+    pending: deque[Future[T]] = deque()
+    try:
+        for future in futures:
+            pending.append(future)
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def level_coding(slide: Slide, level: int, lossless: bool) -> Coding:
@@ -55,7 +88,9 @@ def _first_stored(slide: Slide, level: int) -> EncodedTile | None:
 
 
 class LevelFrames:
-    """The frames of one pyramid level (first focal plane and optical path)."""
+    """The frames of one pyramid level (first focal plane and optical path), made by
+    ``workers`` threads a run of tiles at a time (readers are thread-safe; codecs and
+    OpenSlide release the GIL) and handed on in order, a bounded number ahead."""
 
     def __init__(
         self,
@@ -64,36 +99,47 @@ class LevelFrames:
         coding: Coding,
         quality: int,
         background: tuple[int, int, int],
+        workers: int = WORKERS,
     ) -> None:
         self.slide = slide
         self.level = slide.levels[level]
         self.coding = coding
         self.quality = quality
         self.background = background
+        self.workers = workers
         self.counts = Counts()
-        self._fill: bytes | None = None
 
     @property
     def count(self) -> int:
         return self.level.grid.area
 
     def __iter__(self) -> Iterator[bytes]:
+        fill = encode(self._canvas(), self.coding, self.quality)
         grid = self.level.grid
-        for row in range(grid.height):
-            tiles = self.slide.read_tiles(self.level.index, [(c, row) for c in range(grid.width)])
-            for tile in tiles:
-                yield self._frame(tile)
+        runs = [
+            [(col, row) for col in range(start, min(start + RUN, grid.width))]
+            for row in range(grid.height)
+            for start in range(0, grid.width, RUN)
+        ]
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="convert") as pool:
+            futures = (pool.submit(self._run, run, fill) for run in runs)
+            for frames, counts in _in_order(futures, 2 * self.workers):
+                self.counts.add(counts)
+                yield from frames
 
-    def _frame(self, tile: EncodedTile | None) -> bytes:
+    def _run(self, tiles: list[tuple[int, int]], fill: bytes) -> tuple[list[bytes], Counts]:
+        counts = Counts()
+        stored = self.slide.read_tiles(self.level.index, tiles)
+        return [self._frame(tile, fill, counts) for tile in stored], counts
+
+    def _frame(self, tile: EncodedTile | None, fill: bytes, counts: Counts) -> bytes:
         if tile is None:
-            self.counts.filled += 1
-            if self._fill is None:
-                self._fill = encode(self._canvas(), self.coding, self.quality)
-            return self._fill
+            counts.filled += 1
+            return fill
         if self._keeps(tile):
-            self.counts.kept += 1
+            counts.kept += 1
             return tile.data
-        self.counts.encoded += 1
+        counts.encoded += 1
         pixels = codec.decode(tile)
         return encode(self._padded(pixels), self.coding, self.quality)
 
