@@ -238,6 +238,37 @@ def test_sparse_input_gets_every_frame(tmp_path: Path) -> None:
     assert len(frames_of(ds)) == ds.NumberOfFrames == 24
 
 
+def test_dicom_input_keeps_its_frames_and_study(tmp_path: Path) -> None:
+    """A DICOM file brings its series from its folder; JPEG frames are kept and the new
+    series joins the input's study."""
+    import fixtures
+
+    source = fixtures.generate_all(tmp_path / "in", ["jpeg_eot"])["jpeg_eot"]
+    result = convert(source.paths[0], tmp_path / "out")
+    levels = [f for f in result.files if f.flavor == "VOLUME"]
+    assert [f.width for f in levels] == [lv.width for lv in source.levels]
+    assert all(f.counts.kept == f.frames for f in levels)
+    assert result.study_uid == source.study_uid and result.series_uid != source.series_uid
+    (base,) = [p for p in source.paths if pydicom.dcmread(p).TotalPixelMatrixColumns == 900]
+    expected = frames_of(pydicom.dcmread(base))
+    assert frames_of(pydicom.dcmread(tmp_path / "out" / "level-0.dcm")) == expected
+
+
+def test_openslide_input_reads_as_openslide_reads_it(tmp_path: Path) -> None:
+    """A MIRAX slide (OpenSlide's raw RGB, encoded here; edge tiles padded)."""
+    from fixtures.openslide_mrxs import openslide_mrxs
+
+    openslide_mrxs(tmp_path / "in")
+    main = tmp_path / "in" / "slide.mrxs"
+    result = convert(main, tmp_path / "out")
+    assert all(f.counts.encoded == f.frames for f in result.files)
+    source = openslide.OpenSlide(str(main))
+    for level, (width, height) in enumerate(source.level_dimensions):
+        expected = np.asarray(source.read_region((0, 0), level, (width, height)).convert("RGB"))
+        got = read_level(tmp_path / "out", level)[..., :3]
+        assert np.abs(got.astype(int) - expected.astype(int)).mean() <= 2, f"level {level}"
+
+
 # --- served and stored ------------------------------------------------------------------
 
 
