@@ -9,6 +9,7 @@ test makes (a replica killed mid-run costs no request), see ``nginx_conf``.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -151,10 +152,19 @@ def check_catalog(url: str, folders: int) -> None:
             conn.execute("SELECT count(*) FROM files").fetchone() if exists and exists[0] else None
         )
     if rows is None or rows[0] < folders:
+        _remove_folded_catalog(url)
         raise RuntimeError(
             f"the servers did not index into the PostgreSQL catalog {url} (files: {rows}): "
             "is --catalog postgresql://... kept a URL by the CLI and Settings?"
         )
+
+
+def _remove_folded_catalog(url: str) -> None:
+    """The SQLite files a folded URL made in the working directory (ours: by port)."""
+    folded = Path(url).parent  # postgresql:/postgres@127.0.0.1:PORT, relative
+    shutil.rmtree(folded, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        folded.parent.rmdir()  # postgresql:, when no other run's files are in it
 
 
 @contextmanager
