@@ -296,6 +296,30 @@ def test_output_is_served_by_tileserver(
         library.close()
 
 
+def test_svs_output_is_served_as_the_svs(svs: Path, svs_out: Path, tmp_path: Path) -> None:
+    """Both scanned into one catalog: the same levels and associated images, and every
+    level-0 tile of the output decodes to the SVS's."""
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(svs, root / svs.name)
+    shutil.copytree(svs_out, root / "converted")
+    library = SlideLibrary(Catalog(tmp_path / "catalog.sqlite"), [root])
+    try:
+        library.refresh()
+        slides = {library.get(i).path: library.get(i) for i in library.ids()}
+        source, output = slides[svs.name], slides["converted"]
+        assert [lv.size for lv in output.levels] == [lv.size for lv in source.levels]
+        assert set(output.associated) == set(source.associated)
+        assert output.mpp == pytest.approx(source.mpp)
+        grid = source.levels[0].grid
+        for row in range(grid.height):
+            for col in range(grid.width):
+                want = codec.decode(source.read_tile_bytes(0, col, row))
+                assert np.array_equal(codec.decode(output.read_tile_bytes(0, col, row)), want)
+    finally:
+        library.close()
+
+
 def test_output_is_accepted_by_stow(converted: dict[str, Path], tmp_path: Path) -> None:
     from dicomweb_client import DICOMwebClient
 
