@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 ROLES = ("read", "write", "admin")
 #: POSTs that only read: batch tile reads, and signing a slide's URLs.
 _READ_POSTS = ("/tiles:batch", "/auth/sign")
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/favicon.ico"})
+#: The viewer's scripts and styles: the same for everyone, no slide data.
+OPEN_PREFIXES = ("/static/",)
 CHALLENGE = 'Bearer realm="tileserver"'
 SIGNED = Grant("signed-url", "read", signed=True)
 
@@ -54,7 +56,9 @@ def rank(role: str) -> int:
 
 def required_role(method: str, path: str, metrics_public: bool) -> str | None:
     """The role a request needs (None: none at all)."""
-    if path in OPEN_PATHS or (path == "/metrics" and metrics_public):
+    if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+        return None
+    if path == "/metrics" and metrics_public:
         return None
     if path == "/metrics" or path.startswith("/cache"):
         return "admin"

@@ -45,8 +45,9 @@
       img.onerror = function () {
         reject(new Error("thumbnail failed"));
       };
-      img.src =
-        "/slides/" + encodeURIComponent(id) + "/thumbnail?max=" + THUMB + "&format=png";
+      img.src = ns.signed.url(
+        "/slides/" + encodeURIComponent(id) + "/thumbnail?max=" + THUMB + "&format=png"
+      );
     });
   }
 

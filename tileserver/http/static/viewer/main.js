@@ -92,7 +92,8 @@
     }
     body.dataset.slideId = id;
     ns.main.setStatus("Loading slide\u2026");
-    fetch("/slides/" + encodeURIComponent(id), { headers: { Accept: "application/json" } })
+    var detail = ns.signed.url("/slides/" + encodeURIComponent(id));
+    fetch(detail, { headers: { Accept: "application/json" } })
       .then(function (response) {
         if (!response.ok) {
           throw new Error("HTTP " + response.status);

@@ -54,7 +54,9 @@
     var link = document.createElement("a");
     var img = document.createElement("img");
     var caption = document.createElement("figcaption");
-    var url = "/slides/" + encodeURIComponent(id) + "/associated/" + encodeURIComponent(name);
+    var url = ns.signed.url(
+      "/slides/" + encodeURIComponent(id) + "/associated/" + encodeURIComponent(name)
+    );
     link.href = url;
     link.target = "_blank";
     link.rel = "noopener";

@@ -40,7 +40,7 @@
         return levels[level].tile_height;
       },
       getTileUrl: function (level, col, row) {
-        return prefix + levels[level].index + "/" + col + "/" + row + query;
+        return ns.signed.url(prefix + levels[level].index + "/" + col + "/" + row + query);
       }
     });
   }
@@ -54,10 +54,12 @@
     if (kind === "native" || !isDefaultPlane(plane)) {
       return nativeSource(slide, plane);
     }
-    if (kind === "iiif") {
+    // IIIF tile URLs come from info.json's id, which cannot carry a signature: a signed
+    // viewer uses Deep Zoom (OpenSeadragon passes the .dzi URL's query on to its tiles).
+    if (kind === "iiif" && !ns.signed.active) {
       return "/iiif/3/" + encoded(slide.id) + "/info.json";
     }
-    return "/dzi/" + encoded(slide.id) + ".dzi";
+    return ns.signed.url("/dzi/" + encoded(slide.id) + ".dzi");
   }
 
   function effectiveKind(kind, plane) {
