@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import errno
 import io
 import socket
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
-import anyio
 import httpx
 import pydicom
 import pytest
@@ -23,9 +19,7 @@ from serverproc import ServerProcess
 import fixtures
 from fixtures import FixtureSet
 from tileserver.catalog import Catalog
-from tileserver.dicom.header import VL_WSI
 from tileserver.dicomweb import stow
-from tileserver.http import dicomweb_stow
 
 pytestmark = pytest.mark.filterwarnings("ignore:No bulk data URI handler:UserWarning")
 
@@ -76,6 +70,10 @@ def post(
 ) -> httpx.Response:
     headers = {"Content-Type": CONTENT_TYPE, **headers}
     return httpx.post(f"{server}{path}", content=data, headers=headers, timeout=30)
+
+
+#: What every DICOM file opens with (the receiver refuses a part without it at once).
+MAGIC = b"\0" * 128 + b"DICM"
 
 
 def failures(response: httpx.Response) -> list[int]:
@@ -274,92 +272,3 @@ def test_an_unwritable_destination_is_a_processing_failure(upload: dict, tmp_pat
     catalog = Catalog(tmp_path / "catalog.sqlite")
     outcome = stow.store_part(tmp, stow_dir, str(tmp_path), catalog, None)
     assert outcome.failure == stow.PROCESSING_FAILURE and not tmp.exists()
-
-
-# -- the receiver, without a server: any failure of a part stays with that part ------------
-
-
-class FakeRequest:
-    def __init__(self, chunks: list[bytes], then: BaseException | None = None) -> None:
-        self.chunks, self.then = chunks, then
-
-    async def stream(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            yield chunk
-        if self.then is not None:
-            raise self.then
-
-
-def receive(stow_dir: Path, request: FakeRequest) -> list[stow.Outcome]:
-    async def run(function: Any, *args: Any) -> Any:  # the service's thread hop
-        return await anyio.to_thread.run_sync(function, *args)
-
-    service = SimpleNamespace(library=SimpleNamespace(catalog=None), run=run)
-    receiver = dicomweb_stow._Receiver(service, stow_dir, str(stow_dir), None)  # type: ignore[arg-type]
-    anyio.run(receiver.run, request, BOUNDARY)
-    return receiver.outcomes
-
-
-#: What every DICOM file opens with (the receiver refuses a part without it at once).
-MAGIC = b"\0" * 128 + b"DICM"
-
-
-def stored_ok(tmp: Path, *args: object) -> stow.Outcome:
-    tmp.unlink()
-    return stow.Outcome(VL_WSI, "1.2.3", "1.2", "1.2.3")
-
-
-def test_a_crash_while_storing_fails_that_part_only(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls = iter([RuntimeError("boom"), None])
-
-    def store_part(tmp: Path, *args: object) -> stow.Outcome:
-        error = next(calls)
-        if error is not None:
-            raise error  # before consuming ``tmp``
-        return stored_ok(tmp)
-
-    monkeypatch.setattr(stow, "store_part", store_part)
-    data = body([("application/dicom", MAGIC + b"one"), ("application/dicom", MAGIC + b"two")])
-    outcomes = receive(tmp_path, FakeRequest([data]))
-    assert [o.failure for o in outcomes] == [stow.PROCESSING_FAILURE, None]
-    assert "boom" in (outcomes[0].reason or "")
-    assert incoming(tmp_path) == []
-
-
-def test_a_write_error_fails_that_part_and_removes_its_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    class FullDisk(io.BytesIO):
-        def write(self, data: object) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    opened: list[Path] = []
-
-    def fake_open(path: Path, mode: str) -> io.BytesIO:
-        opened.append(path)
-        if len(opened) == 1:
-            path.write_bytes(b"")  # the temporary file exists, as with a real open
-            return FullDisk()
-        return open(path, mode)
-
-    monkeypatch.setattr(dicomweb_stow, "open", fake_open, raising=False)
-    monkeypatch.setattr(dicomweb_stow._Receiver, "FLUSH_BYTES", 1)
-    monkeypatch.setattr(stow, "store_part", stored_ok)
-    data = body([("application/dicom", MAGIC + b"one" * 100), ("application/dicom", MAGIC)])
-    outcomes = receive(tmp_path, FakeRequest([data[:50], data[50:]]))
-    assert [o.failure for o in outcomes] == [stow.PROCESSING_FAILURE, None]
-    assert "No space left" in (outcomes[0].reason or "")
-    assert incoming(tmp_path) == []
-
-
-class Cancelled(BaseException):
-    """Stands in for cancellation (not an ``Exception``)."""
-
-
-def test_cancellation_mid_part_removes_the_temporary_file(tmp_path: Path) -> None:
-    data = body([("application/dicom", MAGIC + b"x" * 5000)], close=False)[:3000]
-    with pytest.raises(Cancelled):
-        receive(tmp_path, FakeRequest([data], then=Cancelled()))
-    assert incoming(tmp_path) == []

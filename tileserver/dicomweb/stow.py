@@ -148,7 +148,8 @@ def _store(tmp: Path, target: _Target, expected_study: str | None) -> Outcome:
 def _conflict(tmp: Path, inst: IndexedInstance, target: _Target) -> tuple[int, str] | None:
     """(failure code, reason) when storing ``inst`` would alter what is already served."""
     h = inst.header
-    for path in _paths(target.catalog, h.sop_instance_uid):
+    known = _paths(target.catalog, h.sop_instance_uid)
+    for path in known:
         if _same_bytes(tmp, path):
             continue
         if not target.inside(path):
@@ -158,6 +159,8 @@ def _conflict(tmp: Path, inst: IndexedInstance, target: _Target) -> tuple[int, s
         else:
             continue
         return DUPLICATE, f"SOP Instance {h.sop_instance_uid} exists with other content; {why}"
+    if any(not target.inside(p) for p in known):
+        return None  # these very bytes are served already: nothing will be stored
     for path, study, sop in _series_members(target.catalog, h.series_uid):
         if sop == h.sop_instance_uid:
             continue  # this very instance: checked above
