@@ -53,6 +53,9 @@ def _index(path: Path) -> list[_Indexed]:
     source = LocalFile.at(str(path))
     try:
         name, found = registry.index(source)
+    except SlideError as exc:
+        exc.args = (f"{path.name}: {exc}",)  # the same error, saying which file
+        raise
     finally:
         source.close()
     stored = StoredFile(source.identity, str(path.parent), name, found.instance, found.record)
@@ -66,7 +69,7 @@ def _index_folder(folder: Path) -> list[_Indexed]:
         try:
             found += _index(path)
         except SlideError as exc:
-            reasons.append(f"{path.name}: {exc}")
+            reasons.append(str(exc))
     if not found:
         detail = f" ({reasons[0]})" if reasons else ""
         raise NotASlideError(f"no slide in {folder}{detail}")
