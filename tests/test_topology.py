@@ -2,7 +2,8 @@
 processes (two uvicorn, one granian) over one PostgreSQL catalog, one Redis and one S3
 bucket, behind nginx. What one process renders another finds in Redis; what one stores
 by STOW every one serves; the catalog's scan lock makes them scan one at a time; and a
-process killed in the middle of a load test costs no request."""
+process killed in the middle of a load test costs no request that nginx can retry (all
+but a response whose header had already reached the client). docs/topology.md says more."""
 
 from __future__ import annotations
 
@@ -190,7 +191,7 @@ def _freeze_then_kill(victim: ServerProcess) -> int:
     return in_flight
 
 
-def test_killing_a_process_mid_load_test_costs_no_request(
+def test_a_process_killed_mid_load_test_costs_no_retriable_request(
     topology: Topology, tmp_path: Path
 ) -> None:
     victim = topology.servers[1]  # a uvicorn one: a single process, no worker left behind

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,9 +136,9 @@ class Topology:
         return [s for s in self.servers if s.process is not None and s.process.poll() is None]
 
 
-def server_args(top_args: dict[str, str], kind: str) -> list[str]:
+def server_args(shared: dict[str, str], kind: str) -> list[str]:
     """The flags every replica shares, plus its HTTP server."""
-    args = [arg for name, value in top_args.items() for arg in (f"--{name}", value)]
+    args = [arg for name, value in shared.items() for arg in (f"--{name}", value)]
     return [*args, "--rescan-interval", "1", "--server", kind]
 
 
@@ -197,7 +198,8 @@ def running_topology(
         ]
         for server in servers:
             stack.callback(server.stop)
-            server.start()
+        with ThreadPoolExecutor(len(servers)) as pool:  # started side by side: quicker
+            list(pool.map(ServerProcess.start, servers))
         check_catalog(catalog_url, len(bucket_trees))
         nginx_dir = workdir / "nginx"
         nginx_dir.mkdir()
