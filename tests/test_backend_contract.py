@@ -54,10 +54,9 @@ def test_every_registered_backend_has_contract_cases() -> None:
 def vendor_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The synthetic vendor files (``fixtures/vendor.py``, ``fixtures/openslide_*.py``):
     case name -> its directory."""
-    from fixtures.vendor import write_vendor
-
     from fixtures.openslide_mrxs import openslide_mrxs
     from fixtures.openslide_vms import openslide_vms
+    from fixtures.vendor import write_vendor
 
     root = tmp_path_factory.mktemp("vendor")
     written = {name: case.directory for name, case in write_vendor(root).items()}
