@@ -44,11 +44,6 @@ class Coding:
     def lossy(self) -> bool:
         return self.transfer_syntax == JPEG_BASELINE
 
-    @property
-    def method(self) -> str:
-        """Lossy Image Compression Method (or the codec's name, when lossless)."""
-        return "ISO_10918_1" if self.lossy else "ISO_15444_1"
-
 
 @dataclass(frozen=True, slots=True)
 class JpegForm:

@@ -153,11 +153,8 @@ def _image(ds: Dataset, image: Image) -> None:
     if coding.samples > 1:
         ds.PlanarConfiguration = 0
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.LossyImageCompression = "01" if image.lossy else "00"
-    if image.lossy:
-        ds.LossyImageCompressionRatio = RATIO_PLACEHOLDER
-        ds.LossyImageCompressionMethod = "ISO_10918_1"
-    if image.flavor == "LABEL":
+    _compression(ds, image.lossy)
+    if image.flavor == "LABEL":  # Slide Label module: nothing read from the label
         ds.BarcodeValue = ""
         ds.LabelText = ""
     ds.BurnedInAnnotation = "YES" if image.flavor == "LABEL" else "NO"
@@ -172,6 +169,13 @@ def _image(ds: Dataset, image: Image) -> None:
         ds.ImagedVolumeWidth = ds_value(image.size.width * x)
         ds.ImagedVolumeHeight = ds_value(image.size.height * y)
         ds.ImagedVolumeDepth = NOMINAL_DEPTH_MM
+
+
+def _compression(ds: Dataset, lossy: bool) -> None:
+    ds.LossyImageCompression = "01" if lossy else "00"
+    if lossy:
+        ds.LossyImageCompressionRatio = RATIO_PLACEHOLDER
+        ds.LossyImageCompressionMethod = "ISO_10918_1"
 
 
 def ds_value(number: float) -> DSfloat:
