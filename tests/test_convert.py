@@ -212,6 +212,21 @@ def test_stored_jpeg_is_kept_and_reads_as_tifffile_decodes_it(
         assert np.abs(got.astype(int) - reference.astype(int)).mean() <= 1, f"level {level}"
 
 
+@pytest.mark.parametrize("name", ["svs_jpeg", "svs_j2k", "tiled_deflate", "subifd_j2k"])
+def test_openslide_reads_the_vendor_conversions(
+    name: str, vendor: dict[str, VendorSlide], converted: dict[str, Path]
+) -> None:
+    """RGB-coded JPEG kept as stored, and JPEG 2000 lossless (YBR_RCT) frames."""
+    case = vendor[name]
+    out = openslide.OpenSlide(str(converted[name] / "level-0.dcm"))
+    assert out.level_dimensions == tuple((lv.shape[1], lv.shape[0]) for lv in case.levels)
+    for level, expected in enumerate(case.levels):
+        size = (expected.shape[1], expected.shape[0])
+        got = np.asarray(out.read_region((0, 0), level, size).convert("RGB")).astype(int)
+        diff = np.abs(got - expected.astype(int))
+        assert (diff.max() == 0) if case.lossless else (diff.mean() <= 2), f"level {level}"
+
+
 def test_vendor_associated_images_and_spacing(
     vendor: dict[str, VendorSlide], converted: dict[str, Path]
 ) -> None:
