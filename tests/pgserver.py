@@ -76,10 +76,11 @@ class PgCluster:
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")
 
-    def stop(self) -> None:
-        """Stop at once (clients see their connections drop)."""
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop (clients see their connections drop). ``immediate`` may lose the last
+        commits (the cluster runs without synchronous commits); ``fast`` keeps them."""
         with contextlib.suppress(subprocess.CalledProcessError):
-            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def create_database(self, name: str | None = None) -> str:
         """A new empty database; its URL."""

@@ -20,11 +20,14 @@ import orjson
 import pgserver
 import pytest
 from catalogs import OpenCatalog, copy_tree
+from serverproc import eventually
 
 import fixtures
 from fixtures import FixtureSet
 from tileserver.catalog import Catalog, SlideLibrary, scan
 from tileserver.catalog.scanner import index_source
+from tileserver.errors import CatalogUnavailableError
+from tileserver.http.errors import status_for
 from tileserver.readers.base import IndexedFile
 from tileserver.readers.locator import TileLocator
 from tileserver.readers.source import SourceIdentity, current_identity
@@ -337,3 +340,33 @@ def test_tileserver_index_fills_the_catalog_and_resumes(
     total = len(source_files(tree))
     assert index() == {"indexed": total, "unchanged": 0, "removed": 0}
     assert index() == {"indexed": 0, "unchanged": total, "removed": 0}
+
+
+def answers(catalog: Catalog) -> bool:
+    try:
+        catalog.generation()
+    except CatalogUnavailableError:
+        return False
+    return True
+
+
+def test_a_lost_postgresql_server_is_a_503_error_until_it_is_back() -> None:
+    """A catalog server that goes away answers ``CatalogUnavailableError`` (a 503, as
+    unreachable storage does), and the same handle works again once it is back."""
+    with pgserver.running_cluster() as cluster:  # its own: stopping it spares the others
+        catalog = Catalog(cluster.create_database())
+        try:
+            put_record(catalog, "/s/a", "a")
+            cluster.stop("fast")  # keeps what was committed
+            with pytest.raises(CatalogUnavailableError):
+                catalog.generation()
+            with pytest.raises(CatalogUnavailableError):
+                put_record(catalog, "/s/b", "b")
+            cluster.start()
+            assert eventually(lambda: answers(catalog), timeout=60)  # the pool reconnects
+            assert catalog.generation() == 1 and list(catalog.files()) == ["/s/a"]
+            put_record(catalog, "/s/b", "b")
+            assert catalog.generation() == 2
+        finally:
+            catalog.close()
+    assert status_for(CatalogUnavailableError("down")) == 503

@@ -9,6 +9,7 @@ TileServerError
 │   └── NotAcceptableError               nothing the client's Accept header allows
 ├── LimitExceededError                   a request that would cause too much work
 ├── SourceUnavailableError               storage that cannot be reached now (503)
+│   └── CatalogUnavailableError          a catalog database that cannot be reached now
 ├── CacheUnavailableError                a shared cache a purge could not finish in (503)
 ├── OverloadedError                      too much work queued: try again shortly (503)
 └── SlideError                           a file that cannot be indexed or read
@@ -73,6 +74,10 @@ class SlideChangedError(CorruptSlideError):
 
 class SourceUnavailableError(TileServerError):
     """Storage that cannot answer now (a bucket unreachable or failing): try again later."""
+
+
+class CatalogUnavailableError(SourceUnavailableError):
+    """The catalog's database server cannot be reached now (PostgreSQL down or restarting)."""
 
 
 class CacheUnavailableError(TileServerError):

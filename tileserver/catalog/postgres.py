@@ -21,11 +21,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.rows import RowMaker
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tileserver.catalog import locators
 from tileserver.catalog.store import TABLES, Catalog, Dialect, Location, Roots, Row, Tx
 from tileserver.catalog.store import served_view_select as _served_select
+from tileserver.errors import CatalogUnavailableError
 
 SCHEMA = """
 CREATE TABLE files (
@@ -81,6 +82,10 @@ SCAN_LOCK = 0x7E5E_0002
 #: Connections per process: reads from the worker threads, the scanner's lock, writes.
 POOL_MAX = 8
 CONNECT_TIMEOUT = 10
+#: How long a request waits for a pooled connection before its answer is a 503.
+POOL_TIMEOUT = 5.0
+#: What a lost or unreachable server raises.
+_LOST = (psycopg.OperationalError, PoolTimeout)
 
 
 def _like_pattern(text: str) -> str:
@@ -153,6 +158,7 @@ class PostgresCatalog(Catalog):
             max_size=POOL_MAX,
             kwargs={"autocommit": True, "row_factory": pg_rows, "connect_timeout": CONNECT_TIMEOUT},
             configure=self._configure,
+            timeout=POOL_TIMEOUT,
             open=False,
             name="tileserver-catalog",
         )
@@ -175,13 +181,32 @@ class PostgresCatalog(Catalog):
     def close(self) -> None:
         self._pool.close()
 
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[PgRow]]:
+        """A pooled connection; a lost server is ``CatalogUnavailableError`` (a 503), and
+        the pool's dead connections are dropped so the next call connects anew."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except _LOST as exc:
+            self._pool.check()
+            raise CatalogUnavailableError(f"catalog {self.name} unavailable: {exc}") from exc
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        with self._pool.connection() as conn:
-            return list[Row](conn.execute(to_format(sql), params).fetchall())
+        # Once more after a failure: a restarted server leaves the pool's idle connections
+        # dead, and the first failure has dropped them.
+        for attempt in range(2):
+            try:
+                with self._connection() as conn:
+                    return list[Row](conn.execute(to_format(sql), params).fetchall())
+            except CatalogUnavailableError as exc:
+                if attempt or isinstance(exc.__cause__, PoolTimeout):  # no server: no retry
+                    raise
+        raise AssertionError("unreachable")
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             # First, not last: the row lock makes writers of every host take turns, as
             # SQLite's BEGIN IMMEDIATE does (a source replaced by two at once stays whole).
             conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
@@ -189,14 +214,14 @@ class PostgresCatalog(Catalog):
 
     @contextmanager
     def _untracked(self) -> Iterator[Tx]:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             yield _PgTx(conn)
 
     @contextmanager
     def scan_lock(self, wait: bool = True) -> Iterator[bool]:
         # A session lock on a connection held for the whole scan: a pooled connection
         # must not go back to the pool still holding it.
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             if wait:
                 conn.execute("SELECT pg_advisory_lock(%s)", (SCAN_LOCK,))
                 got = True

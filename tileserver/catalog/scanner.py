@@ -9,7 +9,12 @@ from pathlib import Path
 
 from tileserver.catalog.roots import under_root
 from tileserver.catalog.store import Catalog, FileRecord
-from tileserver.errors import SlideChangedError, SourceUnavailableError, TileServerError
+from tileserver.errors import (
+    CatalogUnavailableError,
+    SlideChangedError,
+    SourceUnavailableError,
+    TileServerError,
+)
 from tileserver.readers.base import IndexedFile
 from tileserver.readers.registry import index
 from tileserver.readers.source import (
@@ -69,6 +74,8 @@ def scan(
                 if progress is not None:
                     progress(uri)
                 _scan_file(catalog, root, uri, identity, known.get(uri), series_of, report)
+        except CatalogUnavailableError:
+            raise  # not the root's fault: the scan stops, what it committed stays
         except SourceUnavailableError as exc:
             log.warning("slide root %s cannot be listed (%s); its entries are kept", root, exc)
             continue
