@@ -15,7 +15,9 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -71,6 +73,10 @@ def listed(base: str) -> set[str]:
     return {s["id"] for s in httpx.get(f"{base}/slides", timeout=10).json()["slides"]}
 
 
+def lists(base: str, slide_id: str) -> bool:
+    return slide_id in listed(base)
+
+
 def test_every_process_lists_the_buckets_slides(
     topology: Topology, cases: dict[str, FixtureSet]
 ) -> None:
@@ -109,7 +115,7 @@ def test_a_slide_stored_through_one_process_is_served_by_all(
     col, row = instance.frame_tiles[2][2], instance.frame_tiles[2][3]
     path = f"/slides/{fs.series_uid}/tiles/0/{col}/{row}"
     for server in topology.live():
-        assert eventually(lambda s=server: fs.series_uid in listed(s.url), timeout=10)
+        assert eventually(partial(lists, server.url, fs.series_uid), timeout=10)
         tile = httpx.get(server.url + path, timeout=30)
         assert tile.status_code == 200 and tile.content == instance.read_frame(2)
     assert any((topology.local_root / "stow").rglob("*.dcm"))
@@ -130,7 +136,7 @@ def _stow(base: str, fs: FixtureSet) -> httpx.Response:
     )
 
 
-def _scan_waiters(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+def _scan_waiters(conn: psycopg.Connection[Any]) -> int:
     """Sessions queued on the catalog's scan lock (held by the test, so none granted)."""
     row = conn.execute(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 "
@@ -154,7 +160,7 @@ def test_the_catalogs_scan_lock_makes_processes_scan_one_at_a_time(
         assert all(fs.series_uid not in listed(s.url) for s in live)
         holder.execute("SELECT pg_advisory_unlock(%s)", (SCAN_LOCK,))
     for server in live:
-        assert eventually(lambda s=server: fs.series_uid in listed(s.url), timeout=15)
+        assert eventually(partial(lists, server.url, fs.series_uid), timeout=15)
 
 
 def _metrics_tiles(base: str) -> int:
