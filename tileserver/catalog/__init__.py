@@ -1,4 +1,5 @@
-"""Persistent index of slides: SQLite store, incremental scanner, lazily opened slides."""
+"""Persistent index of slides: a SQLite or PostgreSQL store, incremental scanner, lazily opened
+slides."""
 
 from __future__ import annotations
 
