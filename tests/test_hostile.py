@@ -297,3 +297,14 @@ def test_a_half_sent_stow_body_is_408_and_leaves_nothing(
     assert "--body-timeout" in json.loads(answer.body)["error"]
     assert list((stow / ".incoming").iterdir()) == []
     assert [p.name for p in stow.iterdir()] == [".incoming"]
+
+
+def test_a_half_sent_body_is_closed(server: ServerProcess, names: dict[str, str]) -> None:
+    """Any route reading a body (here the tile batch) gives up on a silent client."""
+    head = (
+        f"POST /slides/{names['slide']}/tiles:batch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    answer = closed_after(server.port, head.encode() + b'{"tiles": [[0, 0')
+    assert answer is not None and answer.status == 408
+    assert "error" in json.loads(answer.body)

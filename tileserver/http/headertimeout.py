@@ -1,11 +1,14 @@
-"""uvicorn's HTTP/1.1 protocol (httptools) with a deadline and a size bound on request headers.
+"""uvicorn's HTTP/1.1 protocol (httptools) with deadlines on request headers and bodies.
 
 uvicorn times out idle keep-alive connections only: a client that opens a connection and
-sends half a request line, or trickles header bytes, holds it (and a file descriptor)
-forever. Here the headers of every request must be complete within ``header_timeout``
-seconds of the connection opening (first request) or of the request's first byte (later
-ones), and within ``MAX_HEADER_BYTES``; otherwise the connection is answered 408 or 431
-and closed. Parser errors are answered in JSON, as every other error of the server.
+sends half a request line, trickles header bytes or stops halfway through a body holds it
+(and a file descriptor, and a task waiting for the body) forever. Here the headers of every
+request must be complete within ``header_timeout`` seconds of the connection opening (first
+request) or of the request's first byte (later ones), and within ``MAX_HEADER_BYTES``; and a
+body the app is waiting for may not go silent for longer than ``body_timeout`` (plus a
+second, so a route with its own timeout, STOW-RS, answers first). Otherwise the connection
+is answered 408 or 431 and closed. Parser errors are answered in JSON, as every other error
+of the server.
 """
 
 from __future__ import annotations
@@ -19,14 +22,18 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 #: Request line plus headers; a larger block is answered 431 (nginx's default is 32 KiB).
 MAX_HEADER_BYTES = 64 * 1024
+#: Seconds added to the body timeout here, so a route's own (STOW-RS) answers first.
+BACKSTOP = 1.0
 
 
 class TimeoutConfig(uvicorn.Config):
     """uvicorn's configuration, serving HTTP/1.1 with ``HeaderTimeoutProtocol``."""
 
-    def __init__(self, *args: Any, header_timeout: float = 30.0, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, header_timeout: float = 30.0, body_timeout: float = 30.0, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **{**kwargs, "http": HeaderTimeoutProtocol})
-        self.header_timeout = header_timeout
+        self.header_timeout, self.body_timeout = header_timeout, body_timeout
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
@@ -35,7 +42,10 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self.header_timeout = float(getattr(config, "header_timeout", 30.0))
+        body_timeout = float(getattr(config, "body_timeout", 30.0))
+        self.body_timeout = body_timeout + BACKSTOP if body_timeout > 0 else 0.0
         self._deadline: asyncio.TimerHandle | None = None
+        self._body_deadline: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._in_headers = False  # bytes of a request arrived, its headers not complete
 
@@ -59,9 +69,19 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._disarm()
         self._in_headers, self._header_bytes = False, 0
         super().on_headers_complete()
+        self._arm_body()
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._arm_body()  # the silence counts from the last byte
+
+    def on_message_complete(self) -> None:
+        self._disarm_body()
+        super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._disarm_body()
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
@@ -82,6 +102,32 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             self._refuse(408, f"request headers not received within {self.header_timeout:g} s")
         elif not self.transport.is_closing():
             self.transport.close()
+
+    def _arm_body(self) -> None:
+        self._disarm_body()
+        if self.body_timeout > 0:
+            self._body_deadline = self.loop.call_later(self.body_timeout, self._body_expired)
+
+    def _disarm_body(self) -> None:
+        if self._body_deadline is not None:
+            self._body_deadline.cancel()
+            self._body_deadline = None
+
+    def _body_expired(self) -> None:
+        self._body_deadline = None
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or not cycle.more_body:
+            return
+        if self.flow.read_paused or cycle.waiting_for_100_continue:
+            self._arm_body()  # the app is not reading yet: the client may be waiting for it
+            return
+        if cycle.response_started:
+            self.transport.close()
+        else:
+            seconds = self.body_timeout - BACKSTOP
+            self._refuse(408, f"no byte of the request body for {seconds:g} s")
+        cycle.disconnected = True  # the app's receive() answers http.disconnect
+        cycle.message_event.set()
 
     def _refuse(self, status: int, reason: str) -> None:
         self._disarm()

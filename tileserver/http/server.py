@@ -71,6 +71,7 @@ def _uvicorn(settings: Settings) -> None:
     config = TimeoutConfig(
         TARGET,
         header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
         factory=True,
         host=settings.host,
         port=settings.port,
