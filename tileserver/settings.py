@@ -85,7 +85,7 @@ class Settings:
     #: Largest STOW-RS request body, and largest single part of one (bytes).
     max_upload_bytes: int = 2 * 1024**3
     max_part_bytes: int = 1024**3
-    #: Seconds a request body may go without a byte before STOW-RS gives up on it (408).
+    #: Seconds a request body may stay silent before it is refused (408; granian: STOW-RS only).
     body_timeout: float = 30.0
     #: Seconds a client has to send a request's headers (uvicorn and granian close it after).
     header_timeout: float = 30.0
