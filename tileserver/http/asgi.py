@@ -18,6 +18,9 @@ from tileserver.http.chain import LATER, ChainRequest, StoredTileChain
 from tileserver.http.early import AppLoader
 from tileserver.http.stored import Answer
 
+#: Set in a scope the stored-tile chain answered (for the access log).
+VIA = "tileserver.via"
+
 
 class AsgiRequest(ChainRequest):
     __slots__ = ("_headers",)
@@ -30,10 +33,11 @@ class AsgiRequest(ChainRequest):
                 origin = value
             elif name == b"if-none-match":
                 conditional = True
-        query = scope["query_string"].decode("latin-1")
-        super().__init__(
-            scope["method"], scope["path"], query, conditional, origin.decode("latin-1")
-        )
+        raw_query = scope["query_string"]
+        # Decoding costs per request: only what is there (most tile requests have neither).
+        query = raw_query.decode("latin-1") if raw_query else ""
+        text_origin = origin.decode("latin-1") if origin else ""
+        super().__init__(scope["method"], scope["path"], query, conditional, text_origin)
         self._headers = headers
 
     def header(self, name: str) -> str | None:
@@ -49,14 +53,7 @@ class AsgiFront:
         self.loader = loader
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        log = self.chain.access_log
-        if log is not None and scope["type"] == "http":
-            await self._logged(scope, receive, send, log)
-        else:
-            await self._serve(scope, receive, send)
-
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> str:
-        """Serve one connection scope; which answered: "chain" or "app"."""
+        """Serve one connection scope (the chain's answers mark it ``VIA``)."""
         kind = scope["type"]
         if kind == "http":
             request = AsgiRequest(scope)
@@ -65,49 +62,18 @@ class AsgiFront:
                 answer = await self.chain.later(request)
             if answer is not None:
                 await self._send(send, answer, request.origin, self.chain.private(request))
-                return "chain"
+                scope[VIA] = "chain"
+                return
             if request.grant is not None:
                 scope[GRANT_KEY] = request.grant
         elif kind == "lifespan":
             await self._lifespan(receive, send)
-            return "app"
+            return
         app = self.loader.app or await self.loader.wait()
         if app is not None:
             await app(scope, receive, send)
         elif kind == "http":
             await self._send(send, self.loader.failure(), "", False)
-        return "app"
-
-    async def _logged(self, scope: Scope, receive: Receive, send: Send, log: AccessLog) -> None:
-        """``_serve`` with the request's access-log line."""
-        started, seen = time.perf_counter(), [500, 0]
-
-        async def counting(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                seen[0] = message["status"]
-            elif message["type"] == "http.response.body":
-                seen[1] += len(message.get("body", b""))
-            await send(message)
-
-        via = "app"
-        try:
-            via = await self._serve(scope, receive, counting)
-        finally:
-            grant = scope.get(GRANT_KEY)
-            log.record(
-                scope["method"],
-                scope["path"],
-                scope["query_string"].decode("latin-1"),
-                seen[0],
-                seen[1],
-                started,
-                str((scope.get("client") or ("",))[0]),
-                grant.principal if grant is not None else "",
-                via,
-                next(
-                    (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None
-                ),
-            )
 
     async def _send(self, send: Send, answer: Answer, origin: str, private: bool) -> None:
         headers = self.chain.headers.build_raw(answer, origin, private)
@@ -126,6 +92,49 @@ class AsgiFront:
                 await self.loader.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+class LoggedAsgiFront(AsgiFront):
+    """``AsgiFront`` writing the access log (``--access-log``): a class of its own, so a
+    server without one pays nothing for it per request."""
+
+    def __init__(self, chain: StoredTileChain, loader: AppLoader, log: AccessLog) -> None:
+        super().__init__(chain, loader)
+        self.log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._logged(scope, receive, send, self.log)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def _logged(self, scope: Scope, receive: Receive, send: Send, log: AccessLog) -> None:
+        """``_serve`` with the request's access-log line."""
+        started, seen = time.perf_counter(), [500, 0]
+
+        async def counting(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen[0] = message["status"]
+            elif message["type"] == "http.response.body":
+                seen[1] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, counting)
+        finally:
+            grant = scope.get(GRANT_KEY)
+            log.record(
+                scope["method"],
+                scope["path"],
+                scope["query_string"].decode("latin-1"),
+                seen[0],
+                seen[1],
+                started,
+                str((scope.get("client") or ("",))[0]),
+                grant.principal if grant is not None else "",
+                scope.get(VIA, "app"),
+                _request_id(scope),
+            )
 
 
 def _request_id(scope: Scope) -> str | None:

@@ -157,9 +157,11 @@ def rsgi_app_from_env() -> object:
 
 def asgi_front(settings: Settings, build: Build | None = None) -> AsgiFront:
     """The served ASGI application over ``build``'s app (default: the full app)."""
-    from tileserver.http.asgi import AsgiFront
+    from tileserver.http.asgi import AsgiFront, LoggedAsgiFront
 
     chain, loader = _chain_and_loader(settings, build)
+    if chain.access_log is not None:
+        return LoggedAsgiFront(chain, loader, chain.access_log)
     return AsgiFront(chain, loader)
 
 
