@@ -16,8 +16,10 @@ def under_root(uri: str, root: str) -> bool:
 
 
 def _root_condition(root: str) -> tuple[str, tuple[Any, ...]]:
-    prefix = root.rstrip("/") + "/"
-    return "(f.path = ? OR substr(f.path, 1, ?) = ?)", (root, len(prefix), prefix)
+    # Under ``root/``: a range of byte order ("0" follows "/"), answered from the path
+    # index (SQLite and PostgreSQL's "C" collation both compare bytes).
+    stem = root.rstrip("/")
+    return "(f.path = ? OR (f.path >= ? AND f.path < ?))", (root, stem + "/", stem + "0")
 
 
 def under_roots(

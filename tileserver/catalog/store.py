@@ -326,11 +326,11 @@ def served_view_select(roots: Roots | None) -> str:
         conditions = []
         for root in roots:
             name = normalize_root(root)
-            prefix = name.rstrip("/") + "/"
-            quoted, quoted_prefix = _quote(name), _quote(prefix)
-            conditions.append(
-                f"(f.path = {quoted} OR substr(f.path, 1, {len(prefix)}) = {quoted_prefix})"
-            )
+            # Under ``name/``: a range of byte order ("0" follows "/"), which both
+            # databases answer from the path index and estimate well.
+            stem = name.rstrip("/")
+            low, high = _quote(stem + "/"), _quote(stem + "0")
+            conditions.append(f"(f.path = {_quote(name)} OR (f.path >= {low} AND f.path < {high}))")
         where = " WHERE " + " OR ".join(conditions)
     return f"SELECT i.* FROM instances i JOIN files f ON f.path = i.path{where}"
 
