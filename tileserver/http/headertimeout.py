@@ -37,25 +37,30 @@ class TimeoutConfig(uvicorn.Config):
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """httptools' protocol; closes connections whose headers come too slowly or too large."""
+    """httptools' protocol; closes connections whose headers or bodies come too slowly.
+
+    The hot path only stamps times (a request's start, a body's last byte); one timer per
+    connection looks at them, so a request costs no timer of its own."""
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self.header_timeout = float(getattr(config, "header_timeout", 30.0))
         body_timeout = float(getattr(config, "body_timeout", 30.0))
         self.body_timeout = body_timeout + BACKSTOP if body_timeout > 0 else 0.0
-        self._deadline: asyncio.TimerHandle | None = None
-        self._body_deadline: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._began: float | None = None  # loop time the pending headers were due from
+        self._body_since: float | None = None  # loop time of the awaited body's last byte
         self._header_bytes = 0
         self._in_headers = False  # bytes of a request arrived, its headers not complete
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm()
+        self._began = self.loop.time()
+        self._schedule()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self._deadline is not None:  # headers still incomplete: all of ``data`` is header
+        if self._began is not None:  # headers still incomplete: all of ``data`` is header
             self._header_bytes += len(data)
             if self._header_bytes > MAX_HEADER_BYTES:
                 self._refuse(431, f"request headers over {MAX_HEADER_BYTES} bytes")
@@ -63,64 +68,67 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
-        self._arm()
+        if self._began is None:
+            self._began = self.loop.time()
 
     def on_headers_complete(self) -> None:
-        self._disarm()
-        self._in_headers, self._header_bytes = False, 0
+        self._began, self._in_headers, self._header_bytes = None, False, 0
         super().on_headers_complete()
-        self._arm_body()
+        self._body_since = self.loop.time()
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
-        self._arm_body()  # the silence counts from the last byte
+        self._body_since = self.loop.time()  # the silence counts from the last byte
 
     def on_message_complete(self) -> None:
-        self._disarm_body()
+        self._body_since = None
         super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        self._disarm_body()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(400, f"invalid HTTP request: {msg}")
 
-    def _arm(self) -> None:
-        if self._deadline is None and self.header_timeout > 0:
-            self._deadline = self.loop.call_later(self.header_timeout, self._expire)
+    def _schedule(self, delay: float | None = None) -> None:
+        every = min(t for t in (self.header_timeout, self.body_timeout, 3600.0) if t > 0)
+        self._timer = self.loop.call_later(every if delay is None else delay, self._tick)
 
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+    def _tick(self) -> None:
+        """Act on an expired deadline, else look again when the next one falls due."""
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        now, due = self.loop.time(), []
+        if self._began is not None and self.header_timeout > 0:
+            if now - self._began >= self.header_timeout:
+                return self._headers_expired()
+            due.append(self._began + self.header_timeout - now)
+        if self._body_since is not None and self.body_timeout > 0:
+            if now - self._body_since >= self.body_timeout:
+                self._body_since = now if self._body_expired() else None
+            else:
+                due.append(self._body_since + self.body_timeout - now)
+        if not self.transport.is_closing():
+            self._schedule(min(due) if due else None)
 
-    def _expire(self) -> None:
-        self._deadline = None
+    def _headers_expired(self) -> None:
         if self._in_headers:  # a request began: say why it ends
             self._refuse(408, f"request headers not received within {self.header_timeout:g} s")
-        elif not self.transport.is_closing():
+        else:
             self.transport.close()
 
-    def _arm_body(self) -> None:
-        self._disarm_body()
-        if self.body_timeout > 0:
-            self._body_deadline = self.loop.call_later(self.body_timeout, self._body_expired)
-
-    def _disarm_body(self) -> None:
-        if self._body_deadline is not None:
-            self._body_deadline.cancel()
-            self._body_deadline = None
-
-    def _body_expired(self) -> None:
-        self._body_deadline = None
+    def _body_expired(self) -> bool:
+        """Refuse a request whose body went silent; True when it is not the client's silence
+        (the app is not reading yet) and the clock starts again."""
         cycle = self.cycle
         if cycle is None or cycle.response_complete or not cycle.more_body:
-            return
+            return False
         if self.flow.read_paused or cycle.waiting_for_100_continue:
-            self._arm_body()  # the app is not reading yet: the client may be waiting for it
-            return
+            return True
         if cycle.response_started:
             self.transport.close()
         else:
@@ -128,9 +136,10 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             self._refuse(408, f"no byte of the request body for {seconds:g} s")
         cycle.disconnected = True  # the app's receive() answers http.disconnect
         cycle.message_event.set()
+        return False
 
     def _refuse(self, status: int, reason: str) -> None:
-        self._disarm()
+        self._began = self._body_since = None
         if self.transport.is_closing():
             return
         body = orjson.dumps({"error": reason})
