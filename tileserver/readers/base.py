@@ -131,7 +131,17 @@ class SlideReader(Protocol):
 
 
 class ReaderDefaults:
-    """The optional parts of ``SlideReader`` for backends that do not specialise them."""
+    """The optional parts of ``SlideReader`` for backends that do not specialise them: one
+    focal plane and one (unnamed) optical path, one read per tile, no tile locators, no
+    DICOM instances."""
+
+    @property
+    def focal_planes(self) -> Sequence[float]:
+        return (0.0,)
+
+    @property
+    def optical_paths(self) -> Sequence[str]:
+        return ()
 
     def read_tiles(
         self, level: int, tiles: Sequence[tuple[int, int]], focal_plane: int, optical_path: int

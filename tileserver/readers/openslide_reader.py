@@ -146,14 +146,6 @@ class OpenSlideReader(ReaderDefaults):
         return self.record.mpp
 
     @property
-    def focal_planes(self) -> Sequence[float]:
-        return (0.0,)
-
-    @property
-    def optical_paths(self) -> Sequence[str]:
-        return ()
-
-    @property
     def icc_profile(self) -> bytes | None:
         return self.record.icc_profile
 

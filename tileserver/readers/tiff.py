@@ -90,14 +90,6 @@ class TiffReader(ReaderDefaults):
         return self.layout.mpp
 
     @property
-    def focal_planes(self) -> Sequence[float]:
-        return (0.0,)
-
-    @property
-    def optical_paths(self) -> Sequence[str]:
-        return ()
-
-    @property
     def icc_profile(self) -> bytes | None:
         return self.layout.icc_profile
 
