@@ -22,8 +22,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 #: Request line plus headers; a larger block is answered 431 (nginx's default is 32 KiB).
 MAX_HEADER_BYTES = 64 * 1024
+#: Header fields of one request; more are answered 431 (hyper, under granian, takes 100).
+MAX_HEADERS = 200
 #: Seconds added to the body timeout here, so a route's own (STOW-RS) answers first.
 BACKSTOP = 1.0
+
+
+class HeadersTooLargeError(Exception):
+    """Raised inside httptools' callback to stop parsing a request already answered 431."""
 
 
 class TimeoutConfig(uvicorn.Config):
@@ -50,7 +56,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._began: float | None = None  # loop time the pending headers were due from
         self._body_since: float | None = None  # loop time of the awaited body's last byte
-        self._header_bytes = 0
+        self._header_bytes = self._chunk = 0
         self._in_headers = False  # bytes of a request arrived, its headers not complete
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -59,6 +65,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._schedule()
 
     def data_received(self, data: bytes) -> None:
+        self._chunk = len(data)
         super().data_received(data)
         if self._began is not None:  # headers still incomplete: all of ``data`` is header
             self._header_bytes += len(data)
@@ -72,6 +79,9 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             self._began = self.loop.time()
 
     def on_headers_complete(self) -> None:
+        # Headers that came in the chunk that completed them escaped the count above.
+        if self._header_bytes + self._chunk > MAX_HEADER_BYTES or len(self.headers) > MAX_HEADERS:
+            self._too_large()
         self._began, self._in_headers, self._header_bytes = None, False, 0
         super().on_headers_complete()
         self._body_since = self.loop.time()
@@ -89,6 +99,16 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             self._timer.cancel()
             self._timer = None
         super().connection_lost(exc)
+
+    def _too_large(self) -> None:
+        """431 when the header block, measured exactly, is over the limits."""
+        size = len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers)
+        if size <= MAX_HEADER_BYTES and len(self.headers) <= MAX_HEADERS:
+            return
+        why = f"over {MAX_HEADER_BYTES} bytes or {MAX_HEADERS} fields"
+        self._refuse(431, f"request headers {why}")
+        # Stops the parser; uvicorn then calls send_400_response, which finds it answered.
+        raise HeadersTooLargeError(why)
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(400, f"invalid HTTP request: {msg}")
