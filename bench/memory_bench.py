@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         slides = work / "slides"
         slides.mkdir()
-        (slides / level.path.name).symlink_to(level.path)
+        shutil.copy(level.path, slides / level.path.name)  # a link out of a root is not served
         process, base = start(slides, work)
         try:
             slide = httpx.get(f"{base}/slides").json()["slides"][0]["id"]

@@ -145,6 +145,7 @@ class TileService:
         cache first, and the stored bytes are read only to produce it (a hit reads none)."""
         timings = timings or Timings()
         media_type = _media_type(fmt)
+        slide.check_tile(level, col, row, plane.focal_plane, plane.optical_path)
         lvl = slide.level(level)
         valid = lvl.tile_region(col, row)
         jpeg_in_jpeg_out = media_type == JPEG and lvl.media_type == JPEG

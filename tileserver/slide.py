@@ -135,6 +135,13 @@ class Slide:
         """``NotFoundError`` when ``level`` lacks the slide's optical path."""
         self.reader.check_plane(level, focal_plane, optical_path)
 
+    def check_tile(
+        self, level: int, t_col: int, t_row: int, focal_plane: int = 0, optical_path: int = 0
+    ) -> None:
+        """``InvalidRequestError`` (``NotFoundError`` for the level) for a tile address
+        outside the slide: before any work is done for it."""
+        self._check_address(level, t_col, t_row, focal_plane, optical_path)
+
     def _check_address(
         self, level: int, t_col: int, t_row: int, focal_plane: int, optical_path: int
     ) -> None:

@@ -74,9 +74,12 @@ class RsgiRequest(ChainRequest):
 class RsgiFront:
     """The RSGI application granian runs (``--interface rsgi``)."""
 
-    def __init__(self, chain: StoredTileChain, loader: AppLoader) -> None:
+    def __init__(
+        self, chain: StoredTileChain, loader: AppLoader, body_timeout: float = 30.0
+    ) -> None:
         self.chain = chain
         self.loader = loader
+        self.body_timeout = body_timeout
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         """Worker start: the app is built and started in the background."""
@@ -116,7 +119,7 @@ class RsgiFront:
         if answer is None:
             app = self.loader.app or await self.loader.wait()
             if app is not None:
-                exchange = _Exchange(scope, protocol)
+                exchange = _Exchange(scope, protocol, self.body_timeout)
                 await exchange.run(app, self.loader.state, request.grant)
                 return exchange.status, exchange.sent, "app", request
             answer = self.loader.failure()
@@ -130,9 +133,10 @@ class _Exchange:
     """One request bridged to ASGI: ``receive`` streams the body, ``send`` maps the
     response onto ``response_bytes`` (one body message) or ``response_stream``."""
 
-    def __init__(self, scope: RSGIScope, protocol: RSGIProtocol) -> None:
+    def __init__(self, scope: RSGIScope, protocol: RSGIProtocol, body_timeout: float) -> None:
         self.scope = scope
         self.protocol = protocol
+        self.body_timeout = body_timeout
         self.body: AsyncIterator[bytes] | None = None
         self.body_done = False
         self.status = 500
@@ -174,13 +178,26 @@ class _Exchange:
             if self.body is None:
                 self.body = self.protocol.__aiter__()
             try:
-                chunk = await self.body.__anext__()
+                async with asyncio.timeout(self.body_timeout or None):
+                    chunk = await self.body.__anext__()
             except StopAsyncIteration:
                 self.body_done = True
                 return {"type": "http.request", "body": b"", "more_body": False}
+            except TimeoutError:  # a body gone silent must not hold the request forever
+                self._refuse_slow_body()
+                return {"type": "http.disconnect"}
             return {"type": "http.request", "body": chunk, "more_body": True}
         await self.protocol.client_disconnect()
         return {"type": "http.disconnect"}
+
+    def _refuse_slow_body(self) -> None:
+        """A 408 (the app's own answer, if any, comes too late and is dropped)."""
+        self.body_done = True
+        if not self.done and self.stream is None:
+            self.done = True
+            headers = [("content-type", "application/json"), ("connection", "close")]
+            body = b'{"error":"the request body went silent for longer than --body-timeout"}'
+            self.protocol.response_bytes(408, headers, body)
 
     async def send(self, message: Message) -> None:
         kind = message["type"]

@@ -169,7 +169,7 @@ def rsgi_front(settings: Settings, build: Build | None = None) -> RsgiFront:
     from tileserver.http.rsgi import RsgiFront
 
     chain, loader = _chain_and_loader(settings, build)
-    return RsgiFront(chain, loader)
+    return RsgiFront(chain, loader, settings.body_timeout)
 
 
 def _chain_and_loader(settings: Settings, build: Build | None) -> tuple[StoredTileChain, AppLoader]:

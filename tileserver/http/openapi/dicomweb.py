@@ -160,6 +160,8 @@ def _store(params: list[Json]) -> Json:
         "202": resp("Some instances stored, some failed (see FailedSOPSequence)", answer),
         "409": resp("No instance stored", answer),
         "400": error("Not a multipart body"),
+        "408": error("The body went silent for longer than --body-timeout"),
+        "413": error("The body or one part is over --max-upload-bytes / --max-part-bytes"),
         "415": error("Not multipart/related; type=application/dicom"),
         "501": error("The server has no directory to store into"),
     }
