@@ -11,9 +11,8 @@ from typing import Any
 import numpy as np
 
 from tileserver.catalog.scanner import iter_files
-from tileserver.dicom.instance import IndexedInstance, index_instance
+from tileserver.dicom.instance import IndexedInstance
 from tileserver.dicom.series import FrameGrid, SeriesLayout, assemble
-from tileserver.errors import TileServerError
 from tileserver.slide import Slide
 
 Progress = Callable[[Path], None]
@@ -45,26 +44,18 @@ def files_under(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def validate(paths: Sequence[str | Path], progress: Progress | None = None) -> dict[str, Any]:
-    """Index ``paths`` (files or trees) without a catalog and report on every series;
-    ``progress`` is called after each file."""
-    by_series: dict[str, list[IndexedInstance]] = defaultdict(list)
-    skipped: list[dict[str, str]] = []
+    """Index ``paths`` (files or trees) without a catalog, through the format backends, and
+    report on every slide; ``progress`` is called after each file."""
+    from tileserver.report_formats import Indexed
+
+    found = Indexed()
     for path in files_under(paths):
-        inst = _index_or_skip(path, skipped)
+        found.add(path)
         if progress is not None:
             progress(path)
-        if inst is not None:
-            by_series[inst.header.series_uid].append(inst)
-    slides = [_series_report(assemble(instances)) for instances in by_series.values()]
-    return {"slides": slides, "skipped": skipped}
-
-
-def _index_or_skip(path: Path, skipped: list[dict[str, str]]) -> IndexedInstance | None:
-    try:
-        return index_instance(path)
-    except (TileServerError, OSError) as exc:
-        skipped.append({"path": str(path), "reason": str(exc)})
-        return None
+    slides = [_series_report(assemble(instances)) for instances in found.dicom.values()]
+    slides += found.other_reports()
+    return {"slides": slides, "skipped": found.skipped}
 
 
 def series_location(files: Sequence[str]) -> tuple[str, str]:
