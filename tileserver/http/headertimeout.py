@@ -42,6 +42,17 @@ class TimeoutConfig(uvicorn.Config):
         self.header_timeout, self.body_timeout = header_timeout, body_timeout
 
 
+class PlainConfig(uvicorn.Config):
+    """uvicorn's own configuration (``--header-timeout 0 --body-timeout 0``: no deadlines),
+    taking and ignoring the deadline arguments ``TimeoutConfig`` takes."""
+
+    def __init__(
+        self, *args: Any, header_timeout: float = 0.0, body_timeout: float = 0.0, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout, self.body_timeout = header_timeout, body_timeout
+
+
 class HeaderTimeoutProtocol(HttpToolsProtocol):
     """httptools' protocol; closes connections whose headers or bodies come too slowly.
 

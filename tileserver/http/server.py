@@ -66,9 +66,11 @@ def _uvicorn(settings: Settings) -> None:
     """uvicorn on a socket bound here, so the URL is printed only once it is bound."""
     import uvicorn
 
-    from tileserver.http.headertimeout import TimeoutConfig
+    from tileserver.http.headertimeout import PlainConfig, TimeoutConfig
 
-    config = TimeoutConfig(
+    deadlines = settings.header_timeout > 0 or settings.body_timeout > 0
+    config_class = TimeoutConfig if deadlines else PlainConfig  # 0 and 0: httptools as is
+    config = config_class(
         TARGET,
         header_timeout=settings.header_timeout,
         body_timeout=settings.body_timeout,
