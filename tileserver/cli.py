@@ -339,6 +339,7 @@ SERVE_FLAGS: list[tuple[str, Callable[[str], Any] | None, str]] = [
     ("--access-log", None, "write one JSON line per request to PATH ('-': stdout)"),
     ("--url-signing-key", None, "secret for signed slide URLs (POST /auth/sign, sign-url)"),
     ("--audit-log", None, "write who read or stored which study to PATH ('-': stdout)"),
+    ("--rate-limit", seconds, "requests a second per client, bursts of twice that (0: none)"),
     ("--stow-overwrite", None, "let STOW-RS replace an instance with other content"),
     ("--max-upload-bytes", _count(1), "largest STOW-RS request body (default 2 GiB)"),
     ("--max-part-bytes", _count(1), "largest part of a STOW-RS request (default 1 GiB)"),

@@ -76,6 +76,8 @@ class Settings:
     metrics_public: bool = False
     #: Where to write the access log, one JSON line per request ("-": stdout); none if unset.
     access_log: str | None = None
+    #: Requests a second each client may make (bursts of twice as many); 0: no limit.
+    rate_limit: float = 0.0
     #: Where to write the audit log (``tileserver/audit.py``; "-": stdout); none if unset.
     audit_log: str | None = None
     #: Secret of signed URLs (``http/signing.py``); unset: no URL is let in by a signature.
@@ -160,7 +162,7 @@ _INT = {
     "max_upload_bytes",
     "max_part_bytes",
 }
-_FLOAT = {"rescan_interval", "body_timeout", "header_timeout"}
+_FLOAT = {"rescan_interval", "body_timeout", "header_timeout", "rate_limit"}
 _BOOL = {"convert_to_srgb", "metrics_public", "stow_overwrite"}
 
 

@@ -37,7 +37,9 @@ class AsgiRequest(ChainRequest):
         # Decoding costs per request: only what is there (most tile requests have neither).
         query = raw_query.decode("latin-1") if raw_query else ""
         text_origin = origin.decode("latin-1") if origin else ""
-        super().__init__(scope["method"], scope["path"], query, conditional, text_origin)
+        peer = scope.get("client")
+        client = peer[0] if peer else ""
+        super().__init__(scope["method"], scope["path"], query, conditional, text_origin, client)
         self._headers = headers
 
     def header(self, name: str) -> str | None:

@@ -25,6 +25,7 @@ from typing import Protocol
 
 from tileserver.http.access import ALLOW_ALL, Authorizer, Grant, Refusal
 from tileserver.http.accesslog import AccessLog
+from tileserver.http.ratelimit import RateLimit
 from tileserver.http.signing import only_signature
 from tileserver.http.stored import JSON, TILE_PATH, Answer, CorsPolicy, ResponseHeaders
 
@@ -52,10 +53,13 @@ class BlockingLookup(Protocol):
 class ChainRequest:
     """What a front tells the chain of a request; an ``AccessRequest`` for authorizers."""
 
-    __slots__ = ("conditional", "grant", "method", "origin", "path", "plain", "query")
+    __slots__ = ("client", "conditional", "grant", "method", "origin", "path", "plain", "query")
 
-    def __init__(self, method: str, path: str, query: str, conditional: bool, origin: str) -> None:
+    def __init__(
+        self, method: str, path: str, query: str, conditional: bool, origin: str, client: str = ""
+    ) -> None:
         self.method, self.path, self.query, self.origin = method, path, query, origin
+        self.client = client  # the peer's address, for the rate limit
         self.conditional = conditional
         #: A ``GET`` with no query and no ``If-None-Match``: the only kind the chain answers.
         self.plain = method == "GET" and not query and not conditional
@@ -76,6 +80,8 @@ class StoredTileChain:
         self._pending: list[Answer] = []  # early answers before metrics exist
         #: ``http/accesslog.AccessLog`` when ``--access-log`` is set; the fronts write it.
         self.access_log: AccessLog | None = None
+        #: ``http/ratelimit.RateLimit`` when ``--rate-limit`` is set.
+        self.rate_limit: RateLimit | None = None
 
     def attach(self, tiles: TileLookup, observe: Callable[[str, str, int, float], None]) -> None:
         """The app is up: its lookups answer from now on, counted in its metrics."""
@@ -92,10 +98,14 @@ class StoredTileChain:
             if isinstance(verdict, Refusal):
                 return Answer(verdict.status, verdict.body(), JSON, extra=_challenge(verdict))
             request.grant = verdict
+            if self.rate_limit is not None and not self._within_rate(request):
+                return self._too_many()
             if verdict.studies is not None:
                 return None  # limited to some studies: the app checks each slide's study
             if verdict.signed and request.method == "GET" and not request.conditional:
                 request.plain = only_signature(request.query)
+        elif self.rate_limit is not None and not self._within_rate(request):
+            return self._too_many()
         if not request.plain:
             return None
         tiles = self.tiles
@@ -110,6 +120,21 @@ class StoredTileChain:
         if self.early is not None and TILE_PATH.fullmatch(request.path) is not None:
             return LATER
         return None
+
+    def _within_rate(self, request: ChainRequest) -> bool:
+        assert self.rate_limit is not None
+        if request.path in PROBES:  # load balancers and orchestrators poll these
+            return True
+        grant = request.grant
+        if grant is not None and grant.principal not in ("anonymous", "preflight"):
+            return self.rate_limit.allow(grant.principal)
+        return self.rate_limit.allow(request.client)
+
+    def _too_many(self) -> Answer:
+        assert self.rate_limit is not None
+        wait = str(self.rate_limit.retry_after())
+        body = b'{"error":"too many requests: slow down (--rate-limit)"}'
+        return Answer(429, body, JSON, extra=(("retry-after", wait),))
 
     def private(self, request: ChainRequest) -> bool:
         """Whether a response must not be cached by shared caches: with an access check on,

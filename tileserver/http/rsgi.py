@@ -64,7 +64,8 @@ class RsgiRequest(ChainRequest):
         headers = scope.headers
         conditional = "if-none-match" in headers
         origin = headers.get("origin", "")
-        super().__init__(scope.method, scope.path, scope.query_string, conditional, origin)
+        client = scope.client.rpartition(":")[0].strip("[]")
+        super().__init__(scope.method, scope.path, scope.query_string, conditional, origin, client)
         self._headers = headers
 
     def header(self, name: str) -> str | None:

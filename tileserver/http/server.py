@@ -183,6 +183,10 @@ def _chain_and_loader(settings: Settings, build: Build | None) -> tuple[StoredTi
 
     chain = StoredTileChain(CorsPolicy(cors_origins(settings)), load_authorizer(settings))
     chain.early = EarlyTiles(settings.catalog, [str(r) for r in served_roots(settings)])
+    if settings.rate_limit > 0:
+        from tileserver.http.ratelimit import RateLimit
+
+        chain.rate_limit = RateLimit(settings.rate_limit)
     if settings.access_log:
         from tileserver.http.accesslog import AccessLog
 
