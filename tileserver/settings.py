@@ -120,7 +120,7 @@ class Settings:
 
 
 def access_checked(settings: Settings) -> bool:
-    """Whether requests need a credential (``http/access.load_authorizer``)."""
+    """Whether requests need a credential (``http/auth.load_authorizer``)."""
     return bool(settings.authorizer or settings.api_keys or settings.oidc_jwks)
 
 

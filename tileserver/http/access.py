@@ -3,14 +3,15 @@
 The stored-tile chain (``http/chain.py``) asks it for every request that reaches the server,
 on uvicorn and granian, while the app loads and after; a request it passes on to the app
 carries the grant in its scope (``GRANT_KEY``), and the app's ``AccessMiddleware`` asks only
-for requests that came another way. The default allows everything; ``--authorizer
-module:factory`` (env ``TILESERVER_AUTHORIZER``) plugs another in: ``factory(settings)``
-returns it. Standard library only: the early path imports this before the app.
+for requests that came another way. The default allows everything;
+``http/auth.load_authorizer`` picks API keys and OIDC tokens (``--api-keys``,
+``--oidc-jwks``), or ``--authorizer module:factory`` (env ``TILESERVER_AUTHORIZER``):
+``factory(settings)`` returns it. Standard library only: the early path imports this
+before the app.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from tileserver.grants import ANONYMOUS, CURRENT_GRANT, Grant, may_see
 
 if TYPE_CHECKING:
-    from tileserver.settings import Settings
+    pass
 
 __all__ = [
     "ALLOW_ALL",
@@ -29,7 +30,6 @@ __all__ = [
     "Authorizer",
     "Grant",
     "Refusal",
-    "load_authorizer",
     "may_see",
 ]
 
@@ -80,24 +80,6 @@ class AllowAll:
 
 
 ALLOW_ALL = AllowAll()
-
-
-def load_authorizer(settings: Settings) -> Authorizer:
-    """The authorizer ``settings.authorizer`` names ("module:factory"), else API keys and
-    OIDC tokens when configured (``http/auth.py``), else ``ALLOW_ALL``."""
-    spec = settings.authorizer
-    if not spec and (settings.api_keys or settings.oidc_jwks):
-        from tileserver.http.auth import RoleAuthorizer
-
-        return RoleAuthorizer(settings)
-    if not spec:
-        return ALLOW_ALL
-    module, sep, name = spec.partition(":")
-    if not sep or not module or not name:
-        raise ValueError(f"--authorizer takes module:factory, not {spec!r}")
-    factory = getattr(importlib.import_module(module), name)
-    authorizer: Authorizer = factory(settings)
-    return authorizer
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ from tileserver import audit
 from tileserver.cache import build_cache
 from tileserver.catalog import Catalog, SlideLibrary
 from tileserver.http import admin, health, tiles
-from tileserver.http.access import Authorizer, load_authorizer
+from tileserver.http.access import Authorizer
+from tileserver.http.auth import load_authorizer
 from tileserver.http.errors import HANDLERS
 from tileserver.http.metrics import Metrics
 from tileserver.http.middleware import (

@@ -1,6 +1,6 @@
 """Credentials and roles: API keys and OIDC bearer tokens behind the one access check.
 
-``RoleAuthorizer`` (built by ``http/access.load_authorizer`` when ``--api-keys`` or
+``RoleAuthorizer`` (built by ``load_authorizer`` when ``--api-keys`` or
 ``--oidc-jwks`` is set) wants a credential on every request but the probes (``/healthz``,
 ``/readyz``) and CORS preflights:
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import json
 import logging
 import sys
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tileserver.http.access import AccessRequest, Grant, Refusal
+from tileserver.http.access import ALLOW_ALL, AccessRequest, Authorizer, Grant, Refusal
 from tileserver.http.signing import UrlSigner
 from tileserver.settings import access_checked
 
@@ -252,3 +253,19 @@ def warn_if_open(settings: Settings) -> None:
         )
         log.warning(message)
         print(message, file=sys.stderr, flush=True)
+
+
+def load_authorizer(settings: Settings) -> Authorizer:
+    """The authorizer ``settings.authorizer`` names ("module:factory"), else API keys and
+    OIDC tokens when configured (``http/auth.py``), else ``ALLOW_ALL``."""
+    spec = settings.authorizer
+    if not spec and (settings.api_keys or settings.oidc_jwks):
+        return RoleAuthorizer(settings)
+    if not spec:
+        return ALLOW_ALL
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"--authorizer takes module:factory, not {spec!r}")
+    factory = getattr(importlib.import_module(module), name)
+    authorizer: Authorizer = factory(settings)
+    return authorizer

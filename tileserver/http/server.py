@@ -176,7 +176,7 @@ def rsgi_front(settings: Settings, build: Build | None = None) -> RsgiFront:
 
 def _chain_and_loader(settings: Settings, build: Build | None) -> tuple[StoredTileChain, AppLoader]:
     """One chain (the access check, early and fast tiles) and the loader of its app."""
-    from tileserver.http.access import load_authorizer
+    from tileserver.http.auth import load_authorizer
     from tileserver.http.chain import StoredTileChain
     from tileserver.http.early import AppLoader, EarlyTiles
     from tileserver.http.stored import CorsPolicy
