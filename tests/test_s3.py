@@ -228,3 +228,34 @@ def test_an_unreachable_bucket_answers_503_for_its_slides_only(
             process.stop()
     finally:
         moto.stop()
+
+
+@pytest.mark.redis
+def test_a_tile_fetched_by_one_server_costs_no_get_on_another(
+    server: S3Server,
+    tmp_path: Path,
+    fixture_dir: dict[str, FixtureSet],
+    gets: list[tuple[int, int]],
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Object reads are shared through Redis: a second process (here: the process-wide
+    read cache emptied, a new library) finds the bytes there; with Redis unreachable the
+    read is an ordinary GET."""
+    server.create_bucket("shared")
+    server.upload("shared", fixture_dir["jpeg_bot"].directory, "s")
+    monkeypatch.setattr(s3, "SHARED", s3.SharedRanges(redis_url))
+    first = _library(tmp_path / "a", "s3://shared/s")
+    expected = first.get(first.ids()[0]).read_tile_bytes(0, 1, 0).data
+    gets.clear()
+    monkeypatch.setattr(s3, "RANGES", s3._RangeCache(s3.CACHE_BYTES))  # "another process"
+    second = _library(tmp_path / "b", "s3://shared/s")
+    gets.clear()
+    assert second.get(second.ids()[0]).read_tile_bytes(0, 1, 0).data == expected
+    assert gets == [] and s3.SHARED is not None and s3.SHARED.hits >= 1
+    monkeypatch.setattr(s3, "SHARED", s3.SharedRanges("redis://127.0.0.1:1/0"))
+    monkeypatch.setattr(s3, "RANGES", s3._RangeCache(s3.CACHE_BYTES))
+    third = _library(tmp_path / "c", "s3://shared/s")
+    gets.clear()
+    assert third.get(third.ids()[0]).read_tile_bytes(0, 1, 0).data == expected
+    assert len(gets) == 1  # Redis down: one GET, no error

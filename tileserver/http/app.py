@@ -44,6 +44,10 @@ def create_app(settings: Settings, authorizer: Authorizer | None = None) -> Star
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         roots = served_roots(settings)
         audit.configure(settings.audit_log)
+        if any("://" in root for root in roots):  # object storage: share its reads
+            from tileserver.readers import s3
+
+            s3.share_through(settings.redis_url)
         catalog = Catalog(settings.catalog, roots)
         library = SlideLibrary(catalog, roots, max_open=settings.max_open_slides)
         cache = build_cache(settings.redis_url, settings.cache_bytes)

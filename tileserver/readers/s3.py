@@ -8,7 +8,9 @@ to bridge, so the sync, thread-safe reader protocol maps onto it directly.
 An object's identity is its ETag and size. Every read is a ranged GET conditional on that
 ETag (``If-Match``), so a rewritten object is refused (``SlideChangedError``) and
 re-indexed, never served at the old offsets. Reads are kept in a process-wide LRU bounded
-by bytes, so a repeated tile costs no GET and ``read_if_cached`` can answer from memory.
+by bytes, so a repeated tile costs no GET and ``read_if_cached`` can answer from memory;
+with ``--redis-url`` they are shared through Redis too (``readers/shared_ranges.py``), so a
+tile any server fetched costs no GET on the others.
 An unreachable or failing store raises ``SourceUnavailableError`` (HTTP 503) for its slides
 only. Endpoint, region and credentials come from ``AWS_ENDPOINT_URL``, ``AWS_REGION`` /
 ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` (and the rest of
@@ -27,6 +29,7 @@ from datetime import timedelta
 from typing import Any
 
 from tileserver.errors import CorruptSlideError, SlideChangedError, SourceUnavailableError
+from tileserver.readers.shared_ranges import SharedRanges
 from tileserver.readers.source import SourceIdentity
 
 #: Bytes of object reads kept in memory per process (``TILESERVER_S3_CACHE_BYTES``).
@@ -115,6 +118,14 @@ class _RangeCache:
 
 
 RANGES = _RangeCache(CACHE_BYTES)
+#: Redis behind ``RANGES`` (``share_through``): reads shared by every server.
+SHARED: SharedRanges | None = None
+
+
+def share_through(redis_url: str | None) -> None:
+    """Share object reads through Redis (the server's ``--redis-url``), or stop sharing."""
+    global SHARED
+    SHARED = SharedRanges(redis_url) if redis_url else None
 
 
 class S3Object:
@@ -139,8 +150,20 @@ class S3Object:
             self._next_window(offset, length)
             data = self._from_window(offset, length)
         if data is None:
-            data = self._get(offset, length)
+            data = self._shared_or_get(offset, length)
             RANGES.put(key, data)
+        return data
+
+    def _shared_or_get(self, offset: int, length: int) -> bytes:
+        """From the other servers' reads (Redis), else one ranged GET shared with them."""
+        shared = SHARED
+        if shared is None:
+            return self._get(offset, length)
+        key = shared.key(self._identity.uri, self._identity.tag, offset, length)
+        data = shared.get(key)
+        if data is None or len(data) != length:
+            data = self._get(offset, length)
+            shared.put(key, data)
         return data
 
     def read_if_cached(self, offset: int, length: int) -> bytes | None:
