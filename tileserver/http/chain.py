@@ -5,7 +5,8 @@ rendered before. The chain answers those without the app, and checks access for 
 request, in this order:
 
 1. the ``Authorizer`` (``http/access.py``): a refusal is answered here, a grant travels on
-   with the request, so the app does not check again;
+   with the request, so the app does not check again; then the optional per-client rate
+   limit (``http/ratelimit.py``);
 2. while the app loads: ``/healthz`` and ``/readyz`` (alive, not ready), and stored tiles
    from the catalog's tile locators (``http/early.py``: a blocking read, in a thread);
 3. once the app is up: stored tiles and cached DZI tiles that can be answered without
@@ -70,6 +71,8 @@ class ChainRequest:
 
 
 class StoredTileChain:
+    """The per-request checks and early answers every front runs first (see the module)."""
+
     def __init__(self, cors: CorsPolicy, authorizer: Authorizer = ALLOW_ALL) -> None:
         self.headers = ResponseHeaders(cors)
         self.authorizer = authorizer
