@@ -20,5 +20,9 @@ class BoundedIntConvertor(Convertor[int]):
 
 
 def install() -> None:
-    """Replace Starlette's ``int`` convertor; call before any ``Route`` is made."""
+    """Replace Starlette's ``int`` convertor; before any ``Route`` with one is made."""
     register_url_convertor("int", BoundedIntConvertor())
+
+
+# Route modules with ``{name:int}`` import this module first (the early path does not).
+install()

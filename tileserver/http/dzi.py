@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from tileserver.dzi import parse_tile_name
 from tileserver.errors import InvalidRequestError
+from tileserver.http import convertors  # noqa: F401 (bounded {name:int} routes)
 from tileserver.http.responses import etag_for, image_response
 from tileserver.http.state import service_of
 from tileserver.http.stored import DZI_ROUTE, dzi_etag

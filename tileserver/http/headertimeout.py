@@ -14,9 +14,9 @@ of the server.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
-import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -173,7 +173,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._began = self._body_since = None
         if self.transport.is_closing():
             return
-        body = orjson.dumps({"error": reason})
+        body = json.dumps({"error": reason}).encode()
         head = (
             f"HTTP/1.1 {status} {_PHRASES[status]}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"

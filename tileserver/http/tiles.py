@@ -13,6 +13,7 @@ from tileserver import compose
 from tileserver.errors import NotFoundError, TileAbsentError, TileServerError
 from tileserver.geometry import Region
 from tileserver.grants import may_see
+from tileserver.http import convertors  # noqa: F401 (bounded {name:int} routes)
 from tileserver.http.params import (
     format_param,
     int_param,
