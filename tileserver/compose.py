@@ -220,23 +220,41 @@ def _border_colour(slide: Slide) -> tuple[int, int, int]:
     if not slide.levels:
         return (BACKGROUND, BACKGROUND, BACKGROUND)
     level = slide.levels[-1]
-    grid, samples = level.grid, []
-    for t_row in range(grid.height):
-        for t_col in range(grid.width):
-            edges = _edges(t_col, t_row, grid)
-            if not edges:
-                continue
-            try:
-                tile = as_rgb(codec.decode(slide.read_tile_bytes(level.index, t_col, t_row)))
-            except TileAbsentError:
-                continue
-            valid = level.tile_region(t_col, t_row)
-            tile = tile[: valid.height, : valid.width]
-            samples.extend(_border_pixels(tile, edges))
+    samples = []
+    for t_col, t_row in _border_tiles(level.grid):
+        try:
+            tile = as_rgb(codec.decode(slide.read_tile_bytes(level.index, t_col, t_row)))
+        except TileAbsentError:
+            continue
+        valid = level.tile_region(t_col, t_row)
+        tile = tile[: valid.height, : valid.width]
+        samples.extend(_border_pixels(tile, _edges(t_col, t_row, level.grid)))
     if not samples:
         return (BACKGROUND, BACKGROUND, BACKGROUND)
     r, g, b = (int(v) for v in np.median(np.concatenate(samples), axis=0))
     return (r, g, b)
+
+
+#: Border tiles decoded at most to find the glass colour (a pyramid whose smallest level is
+#: large, a single-level slide say, must not decode its whole rim on first use).
+BORDER_SAMPLES = 32
+
+
+def _border_tiles(grid: Size) -> list[tuple[int, int]]:
+    """The tiles along the image border, clockwise, at most ``BORDER_SAMPLES`` of them
+    evenly spread (the four corners always among them)."""
+    cols, rows = grid.width, grid.height
+    ring = [(c, 0) for c in range(cols)]
+    ring += [(cols - 1, r) for r in range(1, rows)]
+    ring += [(c, rows - 1) for c in range(cols - 2, -1, -1)] if rows > 1 else []
+    ring += [(0, r) for r in range(rows - 2, 0, -1)] if cols > 1 else []
+    ring = list(dict.fromkeys(ring))
+    if len(ring) <= BORDER_SAMPLES:
+        return ring
+    corners = {(0, 0), (cols - 1, 0), (0, rows - 1), (cols - 1, rows - 1)}
+    step = len(ring) / BORDER_SAMPLES
+    picked = {ring[int(i * step)] for i in range(BORDER_SAMPLES)} | corners
+    return [t for t in ring if t in picked]
 
 
 def _edges(t_col: int, t_row: int, grid: Size) -> set[str]:
