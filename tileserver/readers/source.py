@@ -14,6 +14,7 @@ before numpy is imported.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import io
 import logging
@@ -84,6 +85,8 @@ class LocalFile:
 
     def __init__(self, identity: SourceIdentity) -> None:
         self._identity = identity
+        # Compared with every read's fstat: as numbers, once (a tag is text for any source).
+        self._stamp = (identity.size, int(identity.tag) if identity.tag.isdigit() else -1)
         self._fds: list[int] = []
         self._lock = threading.Lock()
         weakref.finalize(self, _close_all, self._fds)
@@ -123,20 +126,17 @@ class LocalFile:
         except BlockingIOError:
             return None
         except OSError as exc:
-            if exc.errno in (95, 22):  # EOPNOTSUPP, EINVAL: this file system cannot tell
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # the file system cannot tell
                 _NOWAIT = 0
             return None
         return bytes(buffer) if count == length else None
 
     def changed(self) -> bool:
         try:
-            return (
-                self._changed_fd(self._fds[0])
-                if self._fds
-                else _differs(os.stat(self._identity.uri), self._identity)
-            )
+            stat = os.fstat(self._fds[0]) if self._fds else os.stat(self._identity.uri)
         except OSError:
             return True
+        return (stat.st_size, stat.st_mtime_ns) != self._stamp
 
     def advise(self, offset: int, length: int) -> None:
         with contextlib.suppress(OSError):  # only a hint
@@ -155,15 +155,12 @@ class LocalFile:
         return self._fds[0]
 
     def _changed_fd(self, fd: int) -> bool:
-        return _differs(os.fstat(fd), self._identity)
+        stat = os.fstat(fd)
+        return (stat.st_size, stat.st_mtime_ns) != self._stamp
 
     def _check(self, fd: int) -> None:
         if self._changed_fd(fd):
             raise SlideChangedError(f"{self._identity.uri} changed since it was indexed")
-
-
-def _differs(stat: os.stat_result, identity: SourceIdentity) -> bool:
-    return stat.st_size != identity.size or str(stat.st_mtime_ns) != identity.tag
 
 
 def _close_all(fds: list[int]) -> None:
