@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from deployfiles import NGINX_CONF, compose, dockerfile_commands, pod_spec
-from serverproc import ServerProcess, free_port, serving_cases
+from serverproc import ServerProcess, free_port, serving_cases, stop_process
 
 from fixtures import FixtureSet
 
@@ -115,12 +115,7 @@ class Balancer:
         raise RuntimeError(f"nginx not answering: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serverproc import free_port
+from serverproc import free_port, stop_process
 from slidefiles import open_fixture, written_frame
 
 import fixtures
@@ -293,12 +293,7 @@ class HeldServer:
         self.client.close()
         self.gate.touch()
         assert self.process is not None
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout=30)
 
 
 @pytest.fixture(params=["uvicorn", "granian"])

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 from objectstore import S3Server
 from pgserver import running_cluster
-from serverproc import ServerProcess, free_port
+from serverproc import ServerProcess, free_port, stop_process
 
 #: nginx's temporary directories, each moved under the test's own prefix.
 _TEMP_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -109,14 +109,8 @@ class Nginx:
         return self.error_log.read_text() if self.error_log.exists() else ""
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
 
 
 @dataclass

@@ -63,9 +63,9 @@ class Refusal:
     def body(self) -> bytes:
         return json.dumps({"error": self.reason}).encode()
 
-    def headers(self) -> list[tuple[str, str]]:
-        extra = [("www-authenticate", self.challenge)] if self.challenge else []
-        return [("content-type", "application/json"), *extra]
+    def challenge_headers(self) -> tuple[tuple[str, str], ...]:
+        """``WWW-Authenticate`` when the refusal has one (a 401)."""
+        return (("www-authenticate", self.challenge),) if self.challenge else ()
 
 
 class Authorizer(Protocol):

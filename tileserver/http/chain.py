@@ -99,7 +99,9 @@ class StoredTileChain:
         if self._check:
             verdict = self.authorizer.check(request)
             if isinstance(verdict, Refusal):
-                return Answer(verdict.status, verdict.body(), JSON, extra=_challenge(verdict))
+                return Answer(
+                    verdict.status, verdict.body(), JSON, extra=verdict.challenge_headers()
+                )
             request.grant = verdict
             if self.rate_limit is not None and not self._within_rate(request):
                 return self._too_many()
@@ -157,7 +159,3 @@ class StoredTileChain:
             else:
                 self._pending.append(answer)
         return answer
-
-
-def _challenge(refusal: Refusal) -> tuple[tuple[str, str], ...]:
-    return (("www-authenticate", refusal.challenge),) if refusal.challenge else ()

@@ -116,7 +116,8 @@ class AccessMiddleware:
 
 async def _refuse(send: Send, refusal: Refusal) -> None:
     body = refusal.body()
-    headers = [(k.encode(), v.encode("latin-1")) for k, v in refusal.headers()]
+    pairs = [("content-type", "application/json"), *refusal.challenge_headers()]
+    headers = [(k.encode(), v.encode("latin-1")) for k, v in pairs]
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

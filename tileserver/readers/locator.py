@@ -72,7 +72,7 @@ class TileLocator:
         meta = {
             "format": FORMAT,
             "version": self.version,
-            "series": [[i.uri, i.size, i.tag] for i in self.series],
+            "series": [_fields(i) for i in self.series],
             "files": [[*_fields(f.identity), f.media_type] for f in self.files],
             "levels": [[level.cols, level.rows] for level in self.levels],
         }
