@@ -16,11 +16,14 @@ from tileserver.http.ratelimit import RateLimit
 
 
 def test_a_bucket_allows_its_burst_then_refills() -> None:
-    limit = RateLimit(per_second=10, burst=3)
+    now = [100.0]
+    limit = RateLimit(per_second=10, burst=3, clock=lambda: now[0])
     assert [limit.allow("a") for _ in range(4)] == [True, True, True, False]
     assert limit.allow("b")  # another client has its own bucket
-    time.sleep(0.25)  # 2.5 tokens back
+    now[0] += 0.25  # 2.5 tokens back
     assert limit.allow("a") and limit.allow("a") and not limit.allow("a")
+    now[0] += 60  # never more than the burst
+    assert [limit.allow("a") for _ in range(4)] == [True, True, True, False]
 
 
 @pytest.mark.parametrize("server", ["uvicorn", "granian"])

@@ -8,21 +8,28 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 
 class RateLimit:
     #: Clients remembered; the least recently seen are forgotten past this.
     MAX_CLIENTS = 65536
 
-    def __init__(self, per_second: float, burst: float | None = None) -> None:
+    def __init__(
+        self,
+        per_second: float,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.rate = per_second
+        self._clock = clock
         self.burst = burst if burst is not None else 2 * per_second
         self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, time)
         self._lock = threading.Lock()
 
     def allow(self, client: str) -> bool:
         """Take one request's token from ``client``'s bucket; False when it is empty."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             tokens, then = self._buckets.pop(client, (self.burst, now))
             tokens = min(self.burst, tokens + (now - then) * self.rate)
